@@ -1,0 +1,66 @@
+# streamguard: `make help` lists the targets. CI runs `make test` (see .ci/run).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# bytewax 0.21.1 has wheels for CPython 3.8-3.12 only: pick the newest interpreter in that range.
+PYTHON ?= $(shell for p in python3.12 python3.11 python3.10 python3; do $$p -c "import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 12)" >/dev/null 2>&1 && { echo $$p; break; }; done)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SG := $(VENV)/bin/streamguard
+PYTEST_ARGS ?=
+
+.PHONY: help venv run up down status sql-apply test test-unit test-integration lint format \
+        bench-decode bench-flow clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 12), "need Python 3.10-3.12 (bytewax 0.21.1 wheels)"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed ## Create the virtualenv under .venv and install streamguard (CPU)
+
+run: venv ## Run the main job on the embedded local stack: bootstrap a model if needed, then live decisions
+	$(SG) demo
+
+up: venv ## Start the embedded local stack (Kafka-API broker + PostgreSQL 16)
+	$(SG) up
+
+down: venv ## Stop the embedded local stack
+	$(SG) down
+
+status: venv ## Show the local stack's health
+	$(SG) status
+
+sql-apply: venv ## Apply sql/ to the configured SQL store
+	$(SG) sql apply
+
+test: venv ## Run every test (unit, then integration against the real local broker and PostgreSQL)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-unit: venv ## Run the unit tests only (no services, seconds)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: venv ## Run the integration tests only
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: venv ## Check style (ruff; never rewrites)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv ## Rewrite files with ruff's fixes and formatter
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench-decode: venv ## Benchmark hot-path decoding: msgspec vs pydantic vs json, side by side
+	$(PY) bench/bench_decode.py
+
+bench-flow: venv ## Benchmark the scoring flow end to end on the local stack (throughput, latency)
+	$(PY) bench/bench_flow.py
+
+clean: ## Remove the virtualenv and local state
+	rm -rf $(VENV) .streamguard

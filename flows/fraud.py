@@ -1,0 +1,149 @@
+"""Score card transactions in real time: Kafka -> features -> XGBoost -> decisions, alerts, dead letters.
+
+    python -m bytewax.run flows.fraud:flow                      # one worker
+    python -m bytewax.run flows.fraud:flow -w 2                 # two workers
+    streamguard flow run fraud                                  # the same with recovery on (-r/-s/-b)
+
+Steps: read `transactions` -> decode and validate (bad bytes go to `dead_letters` with the reason) ->
+per-customer rolling aggregates in event time (exact trailing windows including the transaction) ->
+per-terminal label-based risk features from the SQL store (as of the transaction's day, label delay
+applied, gated on the store's freshness) -> one XGBoost call per micro-batch -> `decisions` (every
+transaction exactly once), `alerts` (review and decline), `late` (events older than the lateness bound).
+No step raises on a bad record: an exception in a Bytewax map would stop the whole flow.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from datetime import UTC, datetime, timedelta
+
+import bytewax.operators as op
+import msgspec
+from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
+from bytewax.connectors.kafka import operators as kop
+from bytewax.dataflow import Dataflow
+
+from flows.kafka_io import dead_letter_message, kafka_add_config, kafka_error_dead_letter
+from flows.rolling import rolling_aggregate
+from flows.scoring import BatchScorer, Ingested
+from models.features import CUSTOMER_WINDOWS
+from streamguard.events import DeadLetter, Decision, dead_letter, decode_transaction, encode, to_epoch_us
+from streamguard.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def decode(msg: KafkaSourceMessage) -> Ingested | DeadLetter:
+    """Decode one Kafka message into a transaction, or a dead letter saying why not."""
+    ingested = datetime.now(UTC)
+    parsed = decode_transaction(msg.value) if isinstance(msg.value, bytes) else "message has no value"
+    if isinstance(parsed, str):
+        return dead_letter(
+            parsed,
+            "decode",
+            value=msg.value,
+            key=msg.key,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+        )
+    kind, millis = msg.timestamp if msg.timestamp else (0, 0)
+    produced = datetime.fromtimestamp(millis / 1000, tz=UTC) if kind and millis > 0 else None
+    return Ingested(parsed, to_epoch_us(parsed.ts), produced, ingested)
+
+
+def late_letter(item: tuple[Ingested, str]) -> DeadLetter:
+    """Describe an event rejected by the rolling state as too late."""
+    ingested, reason = item
+    return dead_letter(reason, "late", value=encode(ingested.txn))
+
+
+def _score_safely(scorer: BatchScorer):
+    def score(batch: list) -> list[Decision | DeadLetter]:
+        try:
+            return scorer(batch)
+        except Exception:  # noqa: BLE001 - one bad batch must not stop the flow
+            log.exception("scoring a batch of %d failed; retrying one by one", len(batch))
+        out: list[Decision | DeadLetter] = []
+        for one in batch:
+            try:
+                out += scorer([one])
+            except Exception as exc:  # noqa: BLE001
+                out.append(
+                    dead_letter(
+                        f"scoring failed: {exc!r}\n{traceback.format_exc(limit=3)}",
+                        "score",
+                        value=encode(one[0].txn),
+                    )
+                )
+        return out
+
+    return score
+
+
+def decision_message(decision: Decision) -> KafkaSinkMessage[bytes, bytes]:
+    """Stamp the emission time and encode a decision, keyed by transaction id."""
+    stages = msgspec.structs.replace(decision.stages, emitted=datetime.now(UTC))
+    value = encode(msgspec.structs.replace(decision, stages=stages))
+    return KafkaSinkMessage(key=str(decision.transaction_id).encode(), value=value)
+
+
+def get_flow(settings: Settings) -> Dataflow:
+    """Build the scoring dataflow from settings."""
+    flow = Dataflow("streamguard_fraud")
+    brokers, add_config = settings.brokers, kafka_add_config(settings)
+    inp = kop.input(
+        "read_transactions",
+        flow,
+        brokers=brokers,
+        topics=[settings.topic("transactions")],
+        add_config=add_config,
+        batch_size=settings.kafka_batch_size,
+    )
+    decoded = op.map("decode", inp.oks, decode)
+    valid = op.branch("split_invalid", decoded, lambda x: isinstance(x, Ingested))
+
+    rolled = rolling_aggregate(
+        "compute_customer_features",
+        valid.trues,
+        key=lambda i: i.txn.customer_id,
+        ts_us=lambda i: i.ts_us,
+        value=lambda i: i.txn.amount,
+        windows=[timedelta(seconds=s) for _, s in CUSTOMER_WINDOWS],
+        allowed_lateness=timedelta(seconds=settings.allowed_lateness_s),
+    )
+    results = op.flat_map_batch("score_batch", rolled.down, _score_safely(BatchScorer(settings)))
+    scored = op.branch("split_failed", results, lambda x: isinstance(x, Decision))
+
+    messages = op.map("encode_decisions", scored.trues, decision_message)
+    kop.output(
+        "write_decisions", messages, brokers=brokers, topic=settings.topic("decisions"), add_config=add_config
+    )
+    alerts = op.filter("keep_alerts", scored.trues, lambda d: d.decision != "approve")
+    alert_messages = op.map("encode_alerts", alerts, decision_message)
+    kop.output(
+        "write_alerts", alert_messages, brokers=brokers, topic=settings.topic("alerts"), add_config=add_config
+    )
+
+    late = op.map("describe_late", rolled.late, late_letter)
+    kop.output(
+        "write_late",
+        op.map("encode_late", late, dead_letter_message),
+        brokers=brokers,
+        topic=settings.topic("late"),
+        add_config=add_config,
+    )
+    kafka_errors = op.map("describe_kafka_errors", inp.errs, kafka_error_dead_letter)
+    dead = op.merge("collect_dead_letters", valid.falses, scored.falses, kafka_errors)
+    kop.output(
+        "write_dead_letters",
+        op.map("encode_dead_letters", dead, dead_letter_message),
+        brokers=brokers,
+        topic=settings.topic("dead_letters"),
+        add_config=add_config,
+    )
+    return flow
+
+
+flow = get_flow(Settings())

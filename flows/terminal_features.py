@@ -1,0 +1,240 @@
+"""Read per-terminal, label-based risk features from the SQL store, as of a day, behind a freshness gate.
+
+A transaction on day D gets, for each window of N days, the terminal's transaction count over the whole
+days [D - delay - N, D - delay) and the share of those confirmed fraud by a label known before day D.
+Labels arrive days late, hence the delay; counting only labels known before D means no label from the
+future leaks into a served feature. Features depend on (terminal, D) only, so they are cached on that key.
+
+Determinism: before reading for day D the client waits until the store has ingested every label with
+ts < D and every transaction of a day < D - delay (`StoreFreshness`), so the same replay gives the same
+features at any speed. If the store is down or stays behind past the timeout, the batch is served with
+what the cache has (missing values elsewhere) and flagged degraded; the client retries by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+
+import psycopg
+from confluent_kafka import Consumer, TopicPartition
+
+from models.features import TERMINAL_WINDOWS_DAYS
+from streamguard.settings import Settings
+from streamguard.sqlstore import connect
+
+log = logging.getLogger(__name__)
+
+TERMINAL_FEATURES = tuple(f"term_{kind}_{d}d" for d in TERMINAL_WINDOWS_DAYS for kind in ("n", "fraud_rate"))
+_MISSING = tuple(math.nan for _ in TERMINAL_FEATURES)
+_RETRY_AFTER_S = 5.0
+
+
+def _lookup_sql(windows: Iterable[int]) -> str:
+    windows = sorted(windows)
+    longest = windows[-1]
+    counts = ",\n".join(
+        f"coalesce(sum(n_transactions) FILTER (WHERE day >= r.as_of_day - (%(delay)s + {n})), 0) AS n_{n}"
+        for n in windows
+    )
+    frauds = ",\n".join(
+        f"coalesce(sum(n_frauds) FILTER (WHERE day >= r.as_of_day - (%(delay)s + {n})), 0) AS f_{n}"
+        for n in windows
+    )
+    cols = ", ".join(f"tx.n_{n}, fr.f_{n}" for n in windows)
+    # LATERAL with the terminal filter inside lets PostgreSQL push it through the grouped views down to an
+    # index on the source table; parameters are cast to the key types so the lookup hits the index.
+    return f"""
+SELECT r.terminal_id, r.as_of_day, {cols}
+FROM unnest(%(terminals)s::text[], %(days)s::date[]) AS r(terminal_id, as_of_day)
+CROSS JOIN LATERAL (
+    SELECT {counts}
+    FROM terminal_daily_transactions
+    WHERE terminal_id = r.terminal_id
+      AND day >= r.as_of_day - (%(delay)s + {longest}) AND day < r.as_of_day - %(delay)s
+) AS tx
+CROSS JOIN LATERAL (
+    SELECT {frauds}
+    FROM terminal_daily_frauds
+    WHERE terminal_id = r.terminal_id
+      AND day >= r.as_of_day - (%(delay)s + {longest}) AND day < r.as_of_day - %(delay)s
+      AND known_day < r.as_of_day
+) AS fr
+"""
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, dtime(0), tzinfo=UTC)
+
+
+class StoreFreshness:
+    """Tell whether the store has ingested everything up to an event time, per source partition.
+
+    A partition is caught up to time T when its latest ingested event is at or after T (events within a
+    partition are in time order: the producer keys by customer and writes in event-time order), or when the
+    store has read everything Kafka holds for it and Kafka got nothing new for `store_idle_s` seconds —
+    else a quiet or empty partition would hold the flow back forever.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._topics = {"labels": settings.topic("labels"), "transactions": settings.topic("transactions")}
+        self._consumer = Consumer(
+            {**settings.kafka_config(), "group.id": "streamguard-freshness", "enable.auto.commit": False}
+        )
+        self._partitions: dict[str, list[int]] = {}
+        self._last_end: dict[tuple[str, int], tuple[int, float]] = {}
+        self._verified: dict[str, datetime] = {}
+
+    def _partitions_of(self, source: str) -> list[int]:
+        if source not in self._partitions:
+            topic = self._topics[source]
+            meta = self._consumer.list_topics(topic, timeout=10)
+            self._partitions[source] = sorted(meta.topics[topic].partitions) if topic in meta.topics else []
+        return self._partitions[source]
+
+    def _kafka_end(self, source: str, partition: int) -> tuple[int, float]:
+        """Return the partition's end offset and how long (s) it has not changed."""
+        _, high = self._consumer.get_watermark_offsets(
+            TopicPartition(self._topics[source], partition), timeout=5, cached=False
+        )
+        now = time.monotonic()
+        prev = self._last_end.get((source, partition))
+        if prev is None or prev[0] != high:
+            self._last_end[(source, partition)] = (high, now)
+            return high, 0.0
+        return high, now - prev[1]
+
+    def caught_up(self, conn: psycopg.Connection, needs: dict[str, datetime]) -> bool:
+        """Return whether, for each source, every partition is caught up to `needs[source]`."""
+        needs = {
+            s: t for s, t in needs.items() if t > self._verified.get(s, datetime.min.replace(tzinfo=UTC))
+        }
+        if not needs:
+            return True
+        rows = conn.execute(
+            "SELECT source, partition, next_offset, max_event_ts FROM source_progress"
+        ).fetchall()
+        progress = {(s, p): (o, ts) for s, p, o, ts in rows}
+        for source, until in needs.items():
+            for partition in self._partitions_of(source):
+                next_offset, max_ts = progress.get((source, partition), (0, None))
+                if max_ts is not None and max_ts >= until:
+                    continue
+                end, unchanged_s = self._kafka_end(source, partition)
+                if next_offset >= end and unchanged_s >= self._settings.store_idle_s:
+                    continue
+                return False
+            self._verified[source] = until
+        return True
+
+    def close(self) -> None:
+        """Release the Kafka client."""
+        self._consumer.close()
+
+
+class TerminalFeatureClient:
+    """Serve terminal features for (terminal_id, day) pairs: cache, one batched query, freshness gate."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._delay = settings.label_delay_days
+        self._sql = _lookup_sql(TERMINAL_WINDOWS_DAYS)
+        self._cache: OrderedDict[tuple[str, date], tuple[float, ...]] = OrderedDict()
+        self._conn: psycopg.Connection | None = None
+        self._freshness = StoreFreshness(settings)
+        self._down_until = 0.0
+        self._lagging = False
+        self.stats = {"lookups": 0, "hits": 0, "queries": 0, "degraded_batches": 0}
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self._settings, connect_timeout=self._settings.feature_wait_timeout_s)
+        return self._conn
+
+    def _wait_fresh(self, conn: psycopg.Connection, day: date) -> bool:
+        needs = {"labels": _midnight(day), "transactions": _midnight(day - timedelta(days=self._delay))}
+        # After a timeout, look once per batch instead of waiting again, until the store catches up.
+        deadline = time.monotonic() + (0 if self._lagging else self._settings.feature_wait_timeout_s)
+        while True:
+            if self._freshness.caught_up(conn, needs):
+                if self._lagging:
+                    log.warning("SQL store caught up again; features are exact again")
+                self._lagging = False
+                return True
+            if time.monotonic() >= deadline:
+                if not self._lagging:
+                    log.warning(
+                        "SQL store is behind day %s after %.0fs; scoring degraded",
+                        day,
+                        self._settings.feature_wait_timeout_s,
+                    )
+                self._lagging = True
+                return False
+            time.sleep(0.02)
+
+    def fetch(
+        self, pairs: Iterable[tuple[str, date]]
+    ) -> tuple[dict[tuple[str, date], tuple[float, ...]], bool]:
+        """Return ({(terminal, day): features in TERMINAL_FEATURES order}, degraded)."""
+        wanted = set(pairs)
+        out: dict[tuple[str, date], tuple[float, ...]] = {}
+        missing: list[tuple[str, date]] = []
+        for pair in wanted:
+            hit = self._cache.get(pair)
+            if hit is None:
+                missing.append(pair)
+            else:
+                self._cache.move_to_end(pair)
+                out[pair] = hit
+        self.stats["lookups"] += len(wanted)
+        self.stats["hits"] += len(wanted) - len(missing)
+        if not missing:
+            return out, False
+        degraded = True
+        if time.monotonic() >= self._down_until:
+            try:
+                conn = self._connection()
+                if self._wait_fresh(conn, max(day for _, day in missing)):
+                    out.update(self._query(conn, missing))
+                    degraded = False
+            except psycopg.Error as exc:
+                log.warning(
+                    "SQL store unavailable (%s); scoring degraded, retrying in %.0fs", exc, _RETRY_AFTER_S
+                )
+                self._down_until = time.monotonic() + _RETRY_AFTER_S
+                if self._conn is not None:
+                    self._conn.close()
+        if degraded:
+            self.stats["degraded_batches"] += 1
+            for pair in missing:
+                out.setdefault(pair, _MISSING)
+        return out, degraded
+
+    def _query(self, conn: psycopg.Connection, pairs: list[tuple[str, date]]) -> dict:
+        self.stats["queries"] += 1
+        params = {"terminals": [t for t, _ in pairs], "days": [d for _, d in pairs], "delay": self._delay}
+        result = {}
+        for row in conn.execute(self._sql, params):
+            terminal, day, *values = row
+            feats = []
+            for i in range(0, len(values), 2):
+                n, frauds = int(values[i]), int(values[i + 1])
+                feats += [float(n), frauds / n if n else 0.0]
+            result[(terminal, day)] = tuple(feats)
+        for pair, feats in result.items():
+            self._cache[pair] = feats
+        while len(self._cache) > self._settings.feature_cache_size:
+            self._cache.popitem(last=False)
+        return result
+
+    def close(self) -> None:
+        """Release connections."""
+        self._freshness.close()
+        if self._conn is not None:
+            self._conn.close()

@@ -1,0 +1,44 @@
+"""Name the model's features, in order: the one list that serving, training and the registry share.
+
+Every decision carries its feature vector as `{name: value}` under these names, and training reads that
+same vector back from the SQL store, so a feature is defined once, where it is served.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+CUSTOMER_WINDOWS: tuple[tuple[str, int], ...] = (
+    ("10m", 600),
+    ("1h", 3_600),
+    ("1d", 86_400),
+    ("7d", 7 * 86_400),
+    ("30d", 30 * 86_400),
+)
+"""Trailing windows (suffix, seconds) of the per-customer features: (t - length, t], current event included."""
+TERMINAL_WINDOWS_DAYS = (1, 7, 30)
+"""Windows (whole days, ending `label_delay_days` before the transaction's day) of the terminal features."""
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "amount",
+    "is_weekend",
+    "is_night",
+    *(f"cust_{kind}_{suffix}" for suffix, _ in CUSTOMER_WINDOWS for kind in ("n", "mean")),
+    "amount_to_cust_mean_30d",
+    "cust_secs_since_prev",
+    *(f"term_{kind}_{d}d" for d in TERMINAL_WINDOWS_DAYS for kind in ("n", "fraud_rate")),
+)
+"""Model input columns, in order. Missing values are NaN (XGBoost's native missing)."""
+
+
+def to_matrix(rows: Sequence[Mapping[str, float | None]], names: Sequence[str] = FEATURE_NAMES) -> np.ndarray:
+    """Stack feature dicts into a float32 matrix in `names` order; None becomes NaN."""
+    out = np.empty((len(rows), len(names)), dtype=np.float32)
+    for i, row in enumerate(rows):
+        for j, name in enumerate(names):
+            v = row.get(name)
+            out[i, j] = math.nan if v is None else v
+    return out

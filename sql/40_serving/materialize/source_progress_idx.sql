@@ -1,0 +1,2 @@
+-- Materialize only; not run here. The flow polls the freshness watermark before every feature read.
+CREATE INDEX IF NOT EXISTS source_progress_idx ON source_progress (source, "partition");

@@ -1,0 +1,198 @@
+"""Run the main job on the embedded local stack (`make run`): from nothing to live scored decisions.
+
+1. Start the local stack, create topics, apply `sql/`.
+2. Start the mirror flow (Kafka -> SQL store) and the scoring flow, both with recovery on.
+3. If no model is registered: simulate history, replay it as fast as possible (the flow serves features
+   without a score), wait until every transaction has a decision in SQL, train on the served features and
+   labels, register. The running flow picks the model up at its next batch.
+4. Replay the next days at a steady rate and print live decisions and per-stage latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import numpy as np
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+from models.registry import Registry
+from streamguard.events import Decision
+from streamguard.flow_runner import spawn_flow
+from streamguard.replay import replay, timeline_position
+from streamguard.settings import Settings
+from streamguard.simulate import SimulationConfig, simulate
+from streamguard.sqlstore import apply_sql, connect
+from streamguard.stack import LocalStack
+from streamguard.topics import ensure_topics
+
+HISTORY_DAYS = 56
+LIVE_DAYS = 7
+POPULATION = {"customers": 1000, "terminals": 2000}
+
+
+def _say(text: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {text}", flush=True)
+
+
+def _decision_count(settings: Settings) -> int:
+    with connect(settings) as conn:
+        return conn.execute("SELECT count(*) FROM decisions").fetchone()[0]
+
+
+def _wait_for_decisions(
+    settings: Settings, expected: int, flows: list[subprocess.Popen], timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = -1
+    while (n := _decision_count(settings)) < expected:
+        if any(p.poll() is not None for p in flows):
+            raise RuntimeError(f"a flow exited; see the logs in {settings.state_dir / 'logs'}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {n} of {expected} decisions after {timeout_s:.0f}s")
+        if n != last:
+            _say(f"decisions in the SQL store: {n:,} / {expected:,}")
+            last = n
+        time.sleep(2)
+
+
+def _bootstrap(settings: Settings, flows: list[subprocess.Popen]) -> None:
+    start = datetime.now(UTC).date() - timedelta(days=HISTORY_DAYS)
+    _say(f"no model registered: simulating {HISTORY_DAYS} days of history from {start}")
+    txns, labels = simulate(SimulationConfig(days=HISTORY_DAYS, start=start, seed=7, **POPULATION))
+    end = datetime.combine(start + timedelta(days=HISTORY_DAYS), datetime.min.time(), tzinfo=UTC)
+    summary = replay(settings, txns, labels, end=end, progress=True)
+    _say(
+        f"replayed {summary.transactions:,} transactions, {summary.labels:,} labels ({summary.rate:,.0f} msg/s)"
+    )
+    _wait_for_decisions(settings, summary.transactions, flows, timeout_s=1800)
+    _say("training on the served features and labels (train 7 d, delay 7 d, test 7 d)")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamguard.cli",
+            "train",
+            "--train-days",
+            "7",
+            "--delay-days",
+            "7",
+            "--test-days",
+            "7",
+        ],
+        check=True,
+    )
+
+
+def _live_data(settings: Settings):
+    position = timeline_position(settings, settings.topic("transactions"))
+    first = (position.date() + timedelta(days=1)) if position else datetime.now(UTC).date()
+    # The same seed gives the same customers and terminals, so live traffic continues their history.
+    txns, labels = simulate(
+        SimulationConfig(days=LIVE_DAYS, start=first, seed=7 + first.toordinal(), **POPULATION)
+    )
+    return txns, labels
+
+
+def _watch_decisions(settings: Settings, seconds: float) -> None:
+    consumer = Consumer(
+        {**settings.kafka_config(), "group.id": "streamguard-demo", "enable.auto.commit": False}
+    )
+    topic = settings.topic("decisions")
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in parts])
+    decoder = msgspec.json.Decoder(Decision)
+    end = time.monotonic() + seconds
+    window: list[Decision] = []
+    next_report = time.monotonic() + 5
+    try:
+        while time.monotonic() < end:
+            for msg in consumer.consume(1000, 0.5):
+                if not msg.error():
+                    window.append(decoder.decode(msg.value()))
+            if time.monotonic() >= next_report and window:
+                next_report = time.monotonic() + 5
+                _report(window)
+                window = []
+    finally:
+        consumer.close()
+
+
+def _report(window: list[Decision]) -> None:
+    def ms(a, b):
+        return np.array(
+            [
+                (getattr(d.stages, b) - getattr(d.stages, a)).total_seconds() * 1000
+                for d in window
+                if getattr(d.stages, a) is not None
+            ]
+        )
+
+    e2e = ms("produced", "emitted")
+    counts = {k: sum(d.decision == k for d in window) for k in ("approve", "review", "decline")}
+    top = max(window, key=lambda d: d.score or 0.0)
+    _say(
+        f"{len(window):5d} decisions ({counts['approve']} approve, {counts['review']} review, "
+        f"{counts['decline']} decline) model={window[-1].model_version} | event->decision p50 "
+        f"{np.percentile(e2e, 50):.0f} ms p99 {np.percentile(e2e, 99):.0f} ms | features p50 "
+        f"{np.percentile(ms('ingested', 'features_ready'), 50):.1f} ms, scoring p50 "
+        f"{np.percentile(ms('features_ready', 'scored'), 50):.2f} ms"
+    )
+    _say(
+        f"      highest: txn {top.transaction_id} card {top.customer_id} terminal {top.terminal_id} "
+        f"amount {top.amount:.2f} score {top.score:.3f} -> {top.decision}"
+    )
+
+
+def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the whole local job; returns an exit status."""
+    if settings.uses_local_kafka or settings.uses_local_sql:
+        _say("starting the local stack (Tansu Kafka-API broker, PostgreSQL 16 standing in for Materialize)")
+        LocalStack(settings).up()
+    ensure_topics(settings)
+    apply_sql(settings)
+    logs = settings.state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    flows = [
+        spawn_flow(settings, "mirror", log_path=logs / "mirror.log"),
+        spawn_flow(settings, "fraud", log_path=logs / "fraud.log"),
+    ]
+    _say(f"flows running (logs in {logs}): mirror pid {flows[0].pid}, fraud pid {flows[1].pid}")
+    try:
+        if Registry(settings.registry_dir).current() is None:
+            _bootstrap(settings, flows)
+        txns, labels = _live_data(settings)
+        _say(
+            f"live: replaying {len(txns):,} transactions at {args.rate:.0f} msg/s for {args.live_minutes} min"
+        )
+        feeder = threading.Thread(
+            target=replay,
+            args=(settings, txns, labels),
+            kwargs={"max_rate": args.rate, "progress": False},
+            daemon=True,
+        )
+        feeder.start()
+        _watch_decisions(settings, args.live_minutes * 60)
+        _say("done. Query the features and decisions with psql:")
+        print(
+            f"  psql '{_psql_hint(settings)}' -c \"SET search_path TO {settings.sql_schema}; "
+            'SELECT * FROM terminal_risk_current LIMIT 5;"'
+        )
+        return 0
+    finally:
+        for p in flows:
+            p.terminate()
+        for p in flows:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _psql_hint(settings: Settings) -> str:
+    return "<STREAMGUARD_SQL_URL>" if not settings.uses_local_sql else settings.sql_dsn()

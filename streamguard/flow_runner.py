@@ -1,0 +1,85 @@
+"""Build the command that runs a flow with Bytewax recovery on, creating the recovery store once.
+
+Bytewax keeps Kafka input offsets only in its recovery snapshots: without `-r/-s/-b` a restarted flow
+re-reads every topic from the beginning. So streamguard runs its flows with recovery by default.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from streamguard.settings import Settings
+
+FLOWS = ("fraud", "mirror")
+
+
+def recovery_dir(settings: Settings, name: str) -> Path:
+    """Return the flow's recovery store folder."""
+    return (settings.recovery_dir / name).resolve()
+
+
+def ensure_recovery_store(settings: Settings, name: str) -> Path:
+    """Create the flow's recovery partitions if they do not exist yet; return the folder."""
+    folder = recovery_dir(settings, name)
+    if not (folder / "part-0.sqlite3").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "bytewax.recovery", str(folder), str(settings.recovery_partitions)],
+            check=True,
+        )
+    return folder
+
+
+def flow_command(settings: Settings, name: str, *, workers: int = 1, recovery: bool = True) -> list[str]:
+    """Return argv for `python -m bytewax.run flows.<name>:flow` with recovery flags."""
+    if name not in FLOWS:
+        raise ValueError(f"unknown flow {name!r}; expected one of {FLOWS}")
+    cmd = [sys.executable, "-m", "bytewax.run", f"flows.{name}:flow", "-w", str(workers)]
+    if recovery:
+        folder = ensure_recovery_store(settings, name)
+        cmd += [
+            "-r",
+            str(folder),
+            "-s",
+            str(settings.snapshot_interval_s),
+            "-b",
+            str(settings.backup_interval_s),
+        ]
+    return cmd
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Return `STREAMGUARD_*` variables that rebuild `settings` in a child process (secrets included)."""
+    env: dict[str, str] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"STREAMGUARD_{name.upper()}"] = str(value)
+    return env
+
+
+def spawn_flow(
+    settings: Settings, name: str, *, workers: int = 1, recovery: bool = True, log_path: Path | None = None
+) -> subprocess.Popen:
+    """Start a flow in a child process with `settings`; its output goes to `log_path` (or is inherited)."""
+    import os
+
+    cmd = flow_command(settings, name, workers=workers, recovery=recovery)
+    env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
+    out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    finally:
+        if out is not None:
+            out.close()

@@ -1,0 +1,157 @@
+"""One frozen settings object for every streamguard process, read from `STREAMGUARD_*` variables.
+
+Settings are read once at the edge (the CLI, a flow module's `flow`) and passed down. Secrets are
+`SecretStr`, so they never show in a repr or a log line; `kafka_config()` and `sql_dsn()` are the only
+places that reveal them, for the client libraries that need the plain value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TOPIC_NAMES = ("transactions", "labels", "decisions", "alerts", "dead_letters", "late")
+"""Logical topic names; the physical name is `topic_prefix + name`."""
+
+
+class Settings(BaseSettings):
+    """Configuration of streamguard; each field is the variable `STREAMGUARD_<FIELD>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMGUARD_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        frozen=True,
+        extra="forbid",
+    )
+
+    # -- where local state lives ----------------------------------------------------------------------
+    state_dir: Path = Path(".streamguard")
+    """Folder for the local stack's data, Bytewax recovery, replay checkpoints and the model registry."""
+    model_dir: Path | None = None
+    """Model registry folder; defaults to `<state_dir>/models`."""
+
+    # -- Kafka ------------------------------------------------------------------------------------------
+    kafka_bootstrap: str | None = None
+    """`host:port[,host:port]` of a real Kafka; unset means the embedded local broker."""
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    local_kafka_port: int = Field(19092, ge=1, le=65535)
+    """Port of the embedded broker (Tansu) on 127.0.0.1."""
+    topic_prefix: str = ""
+    """Prefix for every topic name, so tests and tenants can share a broker."""
+    topic_partitions: int = Field(3, ge=1)
+    """Partitions for topics that streamguard creates."""
+    kafka_batch_size: int = Field(1000, ge=1)
+    """Most messages one Kafka read hands the flow; bounds a micro-batch."""
+
+    # -- SQL store (Materialize in production, PostgreSQL 16 locally) ----------------------------------------
+    sql_url: SecretStr | None = None
+    """`postgresql://...` of Materialize or PostgreSQL; unset means the embedded local PostgreSQL."""
+    local_pg_port: int = Field(15432, ge=1, le=65535)
+    """Port of the embedded PostgreSQL on 127.0.0.1."""
+    sql_schema: str = Field("streamguard", pattern=r"^[a-z_][a-z0-9_]*$")
+    """Schema holding streamguard's tables and views."""
+
+    # -- features ---------------------------------------------------------------------------------------------
+    label_delay_days: int = Field(7, ge=0)
+    """Label-based features use windows that end this many days before the transaction's day."""
+    allowed_lateness_s: float = Field(3600.0, ge=0)
+    """A customer's event older than that customer's latest event by more than this goes to the `late` topic."""
+    feature_wait_timeout_s: float = Field(30.0, gt=0)
+    """Longest a micro-batch waits for the SQL store to catch up before scoring `degraded`."""
+    store_idle_s: float = Field(2.0, ge=0)
+    """A source partition the store has fully read, and that got nothing new for this long, stops
+    holding back the store's freshness watermark (else a quiet partition would stall the flow)."""
+    feature_cache_size: int = Field(100_000, ge=0)
+    """Most (terminal, day) feature rows kept in the flow's cache."""
+
+    # -- scoring ----------------------------------------------------------------------------------------------
+    scorer_device: Literal["auto", "cpu", "gpu"] = "auto"
+    """`auto` uses CUDA when CuPy and a GPU are present, else the CPU."""
+    review_threshold: float = Field(0.5, ge=0, le=1)
+    """Scores at or above this are sent to review (and to the alerts topic)."""
+    decline_threshold: float = Field(0.9, ge=0, le=1)
+    """Scores at or above this are declined."""
+
+    # -- Bytewax recovery (used by `streamguard flow run`) ------------------------------------------------------
+    recovery_partitions: int = Field(4, ge=1)
+    """Recovery partitions created once; the most workers the flow will ever run with."""
+    snapshot_interval_s: int = Field(5, ge=1)
+    backup_interval_s: int = Field(30, ge=0)
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> Settings:
+        if self.decline_threshold < self.review_threshold:
+            raise ValueError(
+                "STREAMGUARD_DECLINE_THRESHOLD must be >= STREAMGUARD_REVIEW_THRESHOLD "
+                f"(got {self.decline_threshold} < {self.review_threshold})"
+            )
+        if self.kafka_sasl_mechanism and not self.kafka_security_protocol.startswith("SASL"):
+            raise ValueError(
+                "STREAMGUARD_KAFKA_SASL_MECHANISM needs a SASL_* STREAMGUARD_KAFKA_SECURITY_PROTOCOL"
+            )
+        return self
+
+    # -- derived values ---------------------------------------------------------------------------------------
+    @property
+    def uses_local_kafka(self) -> bool:
+        """Whether Kafka is the embedded broker that `streamguard up` starts."""
+        return self.kafka_bootstrap is None
+
+    @property
+    def uses_local_sql(self) -> bool:
+        """Whether the SQL store is the embedded PostgreSQL that `streamguard up` starts."""
+        return self.sql_url is None
+
+    @property
+    def brokers(self) -> list[str]:
+        """Bootstrap servers as a list (Bytewax's Kafka connector wants a list)."""
+        if self.kafka_bootstrap is None:
+            return [f"127.0.0.1:{self.local_kafka_port}"]
+        return [b.strip() for b in self.kafka_bootstrap.split(",") if b.strip()]
+
+    @property
+    def registry_dir(self) -> Path:
+        """Where model versions are stored."""
+        return self.model_dir if self.model_dir is not None else self.state_dir / "models"
+
+    @property
+    def recovery_dir(self) -> Path:
+        """Root of the Bytewax recovery stores, one sub-folder per flow."""
+        return self.state_dir / "recovery"
+
+    def topic(self, name: str) -> str:
+        """Return the physical topic for a logical name in `TOPIC_NAMES`."""
+        if name not in TOPIC_NAMES:
+            raise ValueError(f"unknown topic {name!r}; expected one of {TOPIC_NAMES}")
+        return f"{self.topic_prefix}{name}"
+
+    def kafka_config(self) -> dict[str, str]:
+        """Return librdkafka client settings, secrets included: pass to clients, never log."""
+        conf = {
+            "bootstrap.servers": ",".join(self.brokers),
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            conf["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        return conf
+
+    def sql_dsn(self) -> str:
+        """Return the SQL store's connection string, secret included: pass to psycopg, never log."""
+        if self.sql_url is None:
+            return f"postgresql://postgres@127.0.0.1:{self.local_pg_port}/streamguard"
+        return self.sql_url.get_secret_value()
+
+    def redacted(self) -> dict[str, object]:
+        """Return the settings as a dict safe to print (secrets masked)."""
+        return self.model_dump(mode="json")
