@@ -67,8 +67,11 @@ def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
 
 def _as_utc(values: pd.Series, path: Path) -> pd.Series:
     try:
-        ts = pd.to_datetime(values, utc=True, format="ISO8601") if values.dtype == object else values
-        if getattr(ts.dt, "tz", None) is None:
+        if pd.api.types.is_datetime64_any_dtype(values):
+            ts = values
+        else:
+            ts = pd.to_datetime(values, format="ISO8601")
+        if ts.dt.tz is None:
             # Naive timestamps in a file are taken as UTC, the contract's zone.
             ts = ts.dt.tz_localize("UTC")
         return ts.dt.tz_convert("UTC")
@@ -101,7 +104,7 @@ def load_labels(path: Path) -> pd.DataFrame:
     frame["customer_id"] = _as_id_text(frame["customer_id"])
     frame["terminal_id"] = _as_id_text(frame["terminal_id"])
     raw = frame["is_fraud"]
-    if raw.dtype == object:
+    if not pd.api.types.is_bool_dtype(raw) and not pd.api.types.is_numeric_dtype(raw):
         raw = (
             raw.astype(str).str.strip().str.lower().map({"true": True, "false": False, "1": True, "0": False})
         )
@@ -112,35 +115,41 @@ def load_labels(path: Path) -> pd.DataFrame:
     return frame.sort_values(["ts", "transaction_id"], kind="stable").reset_index(drop=True)
 
 
-def timeline_position(settings: Settings, topic: str, timeout_s: float = 10.0) -> datetime | None:
-    """Return the latest event time already in `topic` (None when empty), read from each partition's tail."""
+def timeline_position(
+    settings: Settings, topic: str, timeout_s: float = 10.0, tail: int = 50
+) -> datetime | None:
+    """Return the latest event time already in `topic` (None when empty), from each partition's last messages.
+
+    Reading a few messages per partition, not just the last, lets a malformed tail message (which the
+    flow dead-letters) be skipped without losing the timeline.
+    """
     consumer = Consumer(
         {**settings.kafka_config(), "group.id": "streamguard-replay", "enable.auto.commit": False}
     )
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s)
         parts = meta.topics[topic].partitions if topic in meta.topics else {}
-        tails = []
+        starts, ends = [], {}
         for p in parts:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
             if high > low:
-                tails.append(TopicPartition(topic, p, high - 1))
-        if not tails:
+                starts.append(TopicPartition(topic, p, max(low, high - tail)))
+                ends[p] = high
+        if not starts:
             return None
-        consumer.assign(tails)
+        consumer.assign(starts)
         latest: datetime | None = None
-        pending = len(tails)
         deadline = time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
+        while ends and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            pending -= 1
+            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                ends.pop(msg.partition(), None)
             try:
-                ts = msgspec.json.decode(msg.value(), type=dict)["ts"]
-                event_time = pd.Timestamp(ts).to_pydatetime()
+                event_time = pd.Timestamp(msgspec.json.decode(msg.value(), type=dict)["ts"]).to_pydatetime()
             except (msgspec.DecodeError, KeyError, ValueError, TypeError):
-                continue  # a malformed tail message does not define the timeline
+                continue  # a malformed message does not define the timeline
             latest = event_time if latest is None or event_time > latest else latest
         return latest
     finally:

@@ -46,6 +46,8 @@ def connect(
     # Feature days are UTC days on both systems; Materialize only knows UTC.
     conn.execute("SET TIME ZONE 'UTC'")
     conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(settings.sql_schema)))
+    if not autocommit:
+        conn.commit()  # end the implicit transaction the SETs opened; session settings persist
     return conn
 
 

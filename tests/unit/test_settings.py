@@ -1,0 +1,74 @@
+"""Settings: env prefix, clear errors naming the variable, secrets never shown."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from streamguard.cli import main
+from streamguard.settings import Settings
+
+
+def test_env_variables_with_the_prefix_configure_settings(monkeypatch):
+    monkeypatch.setenv("STREAMGUARD_TOPIC_PREFIX", "dev_")
+    monkeypatch.setenv("STREAMGUARD_KAFKA_BOOTSTRAP", "k1:9092, k2:9092")
+    s = Settings(_env_file=None)
+    assert s.topic("decisions") == "dev_decisions"
+    assert s.brokers == ["k1:9092", "k2:9092"]
+    assert not s.uses_local_kafka and s.uses_local_sql
+
+
+def test_secrets_never_appear_in_repr_or_redacted_dump():
+    s = Settings(
+        _env_file=None,
+        sql_url="postgresql://u:hunter2@db/x",
+        kafka_sasl_password="hunter3",
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="PLAIN",
+    )
+    for text in (repr(s), str(s), str(s.redacted())):
+        assert "hunter2" not in text and "hunter3" not in text
+    assert s.sql_dsn().endswith("hunter2@db/x")
+    assert s.kafka_config()["sasl.password"] == "hunter3"
+
+
+def test_settings_are_frozen():
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None).topic_prefix = "x"
+
+
+def test_a_bad_value_is_reported_with_the_variable_name(monkeypatch, capsys):
+    monkeypatch.setenv("STREAMGUARD_LOCAL_KAFKA_PORT", "not-a-port")
+    assert main(["status"]) == 2
+    assert "STREAMGUARD_LOCAL_KAFKA_PORT" in capsys.readouterr().err
+
+
+def test_thresholds_must_be_ordered():
+    with pytest.raises(ValidationError, match="STREAMGUARD_DECLINE_THRESHOLD"):
+        Settings(_env_file=None, review_threshold=0.8, decline_threshold=0.5)
+
+
+def test_unknown_topic_names_are_refused():
+    with pytest.raises(ValueError, match="unknown topic"):
+        Settings(_env_file=None).topic("decision")
+
+
+def test_every_verb_has_help(capsys):
+    verbs = [
+        ["up"],
+        ["down"],
+        ["status"],
+        ["simulate"],
+        ["replay"],
+        ["sql", "apply"],
+        ["train"],
+        ["decisions"],
+        ["flow", "run"],
+        ["models", "list"],
+        ["demo"],
+    ]
+    for verb in verbs:
+        with pytest.raises(SystemExit) as exit_:
+            main([*verb, "--help"])
+        assert exit_.value.code == 0
+        assert "usage: streamguard" in capsys.readouterr().out
