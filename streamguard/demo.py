@@ -24,9 +24,9 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from models.registry import Registry
 from streamguard.events import Decision
 from streamguard.flow_runner import spawn_flow
-from streamguard.replay import replay, timeline_position
+from streamguard.replay import load_labels, load_transactions, replay, timeline_position
 from streamguard.settings import Settings
-from streamguard.simulate import SimulationConfig, simulate
+from streamguard.simulate import SimulationConfig, simulate, write_dataset
 from streamguard.sqlstore import apply_sql, connect
 from streamguard.stack import LocalStack
 from streamguard.topics import ensure_topics
@@ -61,16 +61,27 @@ def _wait_for_decisions(
         time.sleep(2)
 
 
-def _bootstrap(settings: Settings, flows: list[subprocess.Popen]) -> None:
-    start = datetime.now(UTC).date() - timedelta(days=HISTORY_DAYS)
-    _say(f"no model registered: simulating {HISTORY_DAYS} days of history from {start}")
-    txns, labels = simulate(SimulationConfig(days=HISTORY_DAYS, start=start, seed=7, **POPULATION))
-    end = datetime.combine(start + timedelta(days=HISTORY_DAYS), datetime.min.time(), tzinfo=UTC)
-    summary = replay(settings, txns, labels, end=end, progress=True)
+def _dataset(settings: Settings):
+    """Return the demo's simulated transactions and labels (made once, kept under the state folder)."""
+    folder = settings.state_dir / "data"
+    if not (folder / "transactions.parquet").exists():
+        first = datetime.now(UTC).date() - timedelta(days=HISTORY_DAYS)
+        _say(f"simulating {HISTORY_DAYS + LIVE_DAYS} days from {first} ({POPULATION})")
+        txns, labels = simulate(
+            SimulationConfig(days=HISTORY_DAYS + LIVE_DAYS, start=first, seed=7, **POPULATION)
+        )
+        write_dataset(txns, labels, folder)
+    return load_transactions(folder / "transactions.parquet"), load_labels(folder / "labels.parquet")
+
+
+def _bootstrap(settings: Settings, txns, labels, split: datetime, flows: list[subprocess.Popen]) -> None:
+    _say(f"no model registered: replaying the history before {split:%Y-%m-%d} as fast as possible")
+    summary = replay(settings, txns, labels, end=split, progress=True)
     _say(
         f"replayed {summary.transactions:,} transactions, {summary.labels:,} labels ({summary.rate:,.0f} msg/s)"
     )
-    _wait_for_decisions(settings, summary.transactions, flows, timeout_s=1800)
+    expected = int((txns["ts"] < split).sum())
+    _wait_for_decisions(settings, expected, flows, timeout_s=1800)
     _say("training on the served features and labels (train 7 d, delay 7 d, test 7 d)")
     subprocess.run(
         [
@@ -89,17 +100,22 @@ def _bootstrap(settings: Settings, flows: list[subprocess.Popen]) -> None:
     )
 
 
-def _live_data(settings: Settings):
+def _live_data(settings: Settings, txns, labels, split: datetime):
+    """Return the days after the history; once replayed, a new week continuing the timeline."""
     position = timeline_position(settings, settings.topic("transactions"))
-    first = (position.date() + timedelta(days=1)) if position else datetime.now(UTC).date()
-    # The same seed gives the same customers and terminals, so live traffic continues their history.
-    txns, labels = simulate(
+    if position is None or position < txns["ts"].max():
+        return txns[txns["ts"] >= split], labels[labels["ts"] >= split]
+    first = position.date() + timedelta(days=1)
+    # Same seed: same customers and terminals, so live traffic continues their history (their pending
+    # labels from earlier weeks are not part of the new week).
+    more_txns, more_labels = simulate(
         SimulationConfig(days=LIVE_DAYS, start=first, seed=7 + first.toordinal(), **POPULATION)
     )
-    return txns, labels
+    return more_txns, more_labels
 
 
 def _watch_decisions(settings: Settings, seconds: float) -> None:
+    since = datetime.now(UTC)
     consumer = Consumer(
         {**settings.kafka_config(), "group.id": "streamguard-demo", "enable.auto.commit": False}
     )
@@ -114,7 +130,9 @@ def _watch_decisions(settings: Settings, seconds: float) -> None:
         while time.monotonic() < end:
             for msg in consumer.consume(1000, 0.5):
                 if not msg.error():
-                    window.append(decoder.decode(msg.value()))
+                    decision = decoder.decode(msg.value())
+                    if decision.stages.produced is None or decision.stages.produced >= since:
+                        window.append(decision)
             if time.monotonic() >= next_report and window:
                 next_report = time.monotonic() + 5
                 _report(window)
@@ -143,10 +161,11 @@ def _report(window: list[Decision]) -> None:
         f"{np.percentile(ms('ingested', 'features_ready'), 50):.1f} ms, scoring p50 "
         f"{np.percentile(ms('features_ready', 'scored'), 50):.2f} ms"
     )
-    _say(
-        f"      highest: txn {top.transaction_id} card {top.customer_id} terminal {top.terminal_id} "
-        f"amount {top.amount:.2f} score {top.score:.3f} -> {top.decision}"
-    )
+    if top.score is not None:
+        _say(
+            f"      highest: txn {top.transaction_id} card {top.customer_id} terminal {top.terminal_id} "
+            f"amount {top.amount:.2f} score {top.score:.3f} -> {top.decision}"
+        )
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -164,9 +183,13 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     ]
     _say(f"flows running (logs in {logs}): mirror pid {flows[0].pid}, fraud pid {flows[1].pid}")
     try:
+        txns, labels = _dataset(settings)
+        split = datetime.combine(
+            txns["ts"].min().date() + timedelta(days=HISTORY_DAYS), datetime.min.time(), tzinfo=UTC
+        )
         if Registry(settings.registry_dir).current() is None:
-            _bootstrap(settings, flows)
-        txns, labels = _live_data(settings)
+            _bootstrap(settings, txns, labels, split, flows)
+        txns, labels = _live_data(settings, txns, labels, split)
         _say(
             f"live: replaying {len(txns):,} transactions at {args.rate:.0f} msg/s for {args.live_minutes} min"
         )

@@ -31,8 +31,6 @@ def local_stack(tmp_path_factory):
     settings = _base_settings(state, local_kafka_port=free_port(), local_pg_port=free_port())
     stack = LocalStack(settings)
     stack.up()
-    print("\nintegration tests: PostgreSQL 16 stands in for Materialize (portable SQL only); "
-          "Materialize-only SQL is not run here.")
     yield settings
     stack.down()
 
@@ -44,6 +42,15 @@ def sg_settings(local_stack, tmp_path, request):
     return local_stack.model_copy(
         update={"state_dir": tmp_path / "state", "topic_prefix": f"t_{tag}_", "sql_schema": f"s_{tag}"}
     )
+
+
+def pytest_report_header(config):
+    """Say plainly what the integration tests run against."""
+    return [
+        "streamguard: integration tests use a real Kafka-API broker (Tansu) and a real PostgreSQL 16;",
+        "  PostgreSQL stands in for Materialize, so only the portable and PostgreSQL-only SQL is exercised:",
+        "  Materialize-only SQL (sql/**/materialize/) is NOT tested here. GPU tests skip without CUDA.",
+    ]
 
 
 def pytest_collection_modifyitems(config, items):
