@@ -111,6 +111,21 @@ def cmd_sql_apply(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sql_shell(settings: Settings, args: argparse.Namespace) -> int:
+    import shutil
+
+    psql = shutil.which("psql")
+    if psql is None:  # the pgserver wheel bundles a psql matching its server
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        psql = str(POSTGRES_BIN_PATH / "psql")
+    # The schema first on the search path, so `SELECT * FROM decisions` just works; UTC like the flows.
+    os.environ["PGOPTIONS"] = f"-c search_path={settings.sql_schema},public -c TimeZone=UTC"
+    cmd = [psql, settings.sql_dsn(), *(["-c", args.command] if args.command else [])]
+    os.execv(psql, cmd)  # noqa: S606 - replace this process with psql
+    return 0  # not reached
+
+
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from models.training_job import run_training
 
@@ -201,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sql_apply)
     p.add_argument("--target", choices=("postgres", "materialize"), default="postgres")
     p.add_argument("--dry-run", action="store_true", help="print the statements instead of running them")
+
+    p = sql_verbs.add_parser(
+        "shell",
+        help="open psql on the store, streamguard's schema first on the path",
+        description="open psql on the store, streamguard's schema first on the path",
+    )
+    p.set_defaults(func=cmd_sql_shell)
+    p.add_argument("-c", "--command", help="run one SQL command and exit")
 
     p = verb("train", cmd_train, "train XGBoost on training examples read from SQL, evaluate, register")
     p.add_argument(

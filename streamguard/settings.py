@@ -26,6 +26,9 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         frozen=True,
         extra="forbid",
+        # An empty `STREAMGUARD_X=` (as in .env.example) means unset, not an empty string.
+        env_ignore_empty=True,
+        use_attribute_docstrings=True,
     )
 
     # -- where local state lives ----------------------------------------------------------------------

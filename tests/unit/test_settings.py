@@ -61,6 +61,7 @@ def test_every_verb_has_help(capsys):
         ["simulate"],
         ["replay"],
         ["sql", "apply"],
+        ["sql", "shell"],
         ["train"],
         ["decisions"],
         ["flow", "run"],
@@ -72,3 +73,15 @@ def test_every_verb_has_help(capsys):
             main([*verb, "--help"])
         assert exit_.value.code == 0
         assert "usage: streamguard" in capsys.readouterr().out
+
+
+def test_env_example_lists_every_setting_and_parses(tmp_path):
+    from pathlib import Path
+
+    from streamguard.env_example import render
+
+    text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    assert text == render(), "regenerate: python -m streamguard.env_example > .env.example"
+    env = tmp_path / ".env"
+    env.write_text(text)
+    assert Settings(_env_file=env) == Settings(_env_file=None)
