@@ -65,6 +65,13 @@ class Decision(msgspec.Struct, frozen=True):
     degraded: bool
     features: dict[str, float | None]
     stages: StageTimes
+    variant: str = "champion"
+    """Which model acted: "champion" (the current model) or "canary" (a share of traffic)."""
+    shadow_model_version: str | None = None
+    """A challenger scored in the shadow: logged here, never acted on."""
+    shadow_score: float | None = None
+    explanation: dict[str, float] | None = None
+    """For scores at or above the review threshold: the top features' contributions (log-odds)."""
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
