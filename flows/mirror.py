@@ -35,9 +35,10 @@ class _EventTime(msgspec.Struct):
 
 _event_time = msgspec.json.Decoder(_EventTime)
 
+# Parameters in binary (%b): text-format arrays make psycopg escape every JSON document, which cost 3x.
 _INSERT = """
 INSERT INTO {table} (data, "partition", "offset", "timestamp")
-SELECT d::jsonb, p, o, t FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::timestamptz[]) AS r(d, p, o, t)
+SELECT d::jsonb, p, o, t FROM unnest(%b::text[], %b::int[], %b::bigint[], %b::timestamptz[]) AS r(d, p, o, t)
 ON CONFLICT ("partition", "offset") DO NOTHING
 """
 _PROGRESS = """

@@ -76,9 +76,10 @@ class StoreFreshness:
     """Tell whether the store has ingested everything up to an event time, per source partition.
 
     A partition is caught up to time T when its latest ingested event is at or after T (events within a
-    partition are in time order: the producer keys by customer and writes in event-time order), or when the
-    store has read everything Kafka holds for it and Kafka got nothing new for `store_idle_s` seconds —
-    else a quiet or empty partition would hold the flow back forever.
+    partition are in time order: the producer keys by customer and writes in event-time order), or when it
+    is quiet: the store has read up to Kafka's end offset and neither moved for `store_idle_s` seconds —
+    else a quiet or empty partition would hold the flow back forever. Both must stay still because a
+    broker's end offset can trail the data (Tansu reports the base offset of the last record batch).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -88,7 +89,7 @@ class StoreFreshness:
             {**settings.kafka_config(), "group.id": "streamguard-freshness", "enable.auto.commit": False}
         )
         self._partitions: dict[str, list[int]] = {}
-        self._last_end: dict[tuple[str, int], tuple[int, float]] = {}
+        self._last_seen: dict[tuple[str, int], tuple[tuple[int, int], float]] = {}
         self._verified: dict[str, datetime] = {}
 
     def _partitions_of(self, source: str) -> list[int]:
@@ -98,17 +99,18 @@ class StoreFreshness:
             self._partitions[source] = sorted(meta.topics[topic].partitions) if topic in meta.topics else []
         return self._partitions[source]
 
-    def _kafka_end(self, source: str, partition: int) -> tuple[int, float]:
-        """Return the partition's end offset and how long (s) it has not changed."""
+    def _quiet(self, source: str, partition: int, store_next_offset: int) -> bool:
+        """Return whether the store has read the partition to its end and neither has moved for a while."""
         _, high = self._consumer.get_watermark_offsets(
             TopicPartition(self._topics[source], partition), timeout=5, cached=False
         )
         now = time.monotonic()
-        prev = self._last_end.get((source, partition))
-        if prev is None or prev[0] != high:
-            self._last_end[(source, partition)] = (high, now)
-            return high, 0.0
-        return high, now - prev[1]
+        seen = (high, store_next_offset)
+        prev = self._last_seen.get((source, partition))
+        if prev is None or prev[0] != seen:
+            self._last_seen[(source, partition)] = (seen, now)
+            return False
+        return store_next_offset >= high and now - prev[1] >= self._settings.store_idle_s
 
     def caught_up(self, conn: psycopg.Connection, needs: dict[str, datetime]) -> bool:
         """Return whether, for each source, every partition is caught up to `needs[source]`."""
@@ -126,8 +128,7 @@ class StoreFreshness:
                 next_offset, max_ts = progress.get((source, partition), (0, None))
                 if max_ts is not None and max_ts >= until:
                     continue
-                end, unchanged_s = self._kafka_end(source, partition)
-                if next_offset >= end and unchanged_s >= self._settings.store_idle_s:
+                if self._quiet(source, partition, next_offset):
                     continue
                 return False
             self._verified[source] = until

@@ -111,7 +111,12 @@ def _live_data(settings: Settings, txns, labels, split: datetime):
     more_txns, more_labels = simulate(
         SimulationConfig(days=LIVE_DAYS, start=first, seed=7 + first.toordinal(), **POPULATION)
     )
-    return more_txns, more_labels
+    # Each simulation numbers transactions from 0: continue after the ids already used.
+    offset = int(txns["transaction_id"].max()) + 1 + first.toordinal() * 10**6
+    return (
+        more_txns.assign(transaction_id=more_txns["transaction_id"] + offset),
+        more_labels.assign(transaction_id=more_labels["transaction_id"] + offset),
+    )
 
 
 def _watch_decisions(settings: Settings, seconds: float) -> None:

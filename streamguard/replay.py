@@ -140,8 +140,11 @@ def timeline_position(
         consumer.assign(starts)
         latest: datetime | None = None
         deadline = time.monotonic() + timeout_s
-        while ends and time.monotonic() < deadline:
+        # Reported end offsets are a lower bound (see streamguard.topics.read_all): read until a poll is empty.
+        while time.monotonic() < deadline:
             msg = consumer.poll(0.5)
+            if msg is None and not ends:
+                break
             if msg is None or msg.error():
                 continue
             if msg.offset() + 1 >= ends.get(msg.partition(), 0):
