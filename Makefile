@@ -10,7 +10,7 @@ SG := $(VENV)/bin/streamguard
 PYTEST_ARGS ?=
 
 .PHONY: help venv run up down status sql-apply test test-unit test-integration lint format \
-        bench-decode bench-flow clean
+        bench-decode bench-flow deploy deploy-dry-run k8s-render k8s-check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -61,6 +61,19 @@ bench-decode: venv ## Benchmark hot-path decoding: msgspec vs pydantic vs json, 
 
 bench-flow: venv ## Benchmark the scoring flow end to end on the local stack (throughput, latency)
 	$(PY) bench/bench_flow.py
+
+OVERLAY ?= prod
+deploy-dry-run: venv ## Print the chart values and the exact `waxctl dataflow deploy` command for OVERLAY (local|prod|gpu)
+	$(PY) -m streamguard.deploy.waxctl --overlay $(OVERLAY) --dry-run
+
+deploy: venv ## Deploy the fraud flow with waxctl, mirroring k8s/overlays/$(OVERLAY) (see k8s/README.md)
+	$(PY) -m streamguard.deploy.waxctl --overlay $(OVERLAY)
+
+k8s-render: venv ## Print the manifests of k8s/overlays/$(OVERLAY)
+	$(PY) -m streamguard.deploy.render $(OVERLAY)
+
+k8s-check: venv ## Validate every overlay: Kubernetes schemas (strict), custom resources, settings coverage
+	$(PY) -m streamguard.deploy.checks
 
 clean: ## Remove the virtualenv and local state
 	rm -rf $(VENV) .streamguard
