@@ -20,10 +20,11 @@ from datetime import UTC, datetime, timedelta
 
 import bytewax.operators as op
 import msgspec
-from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow
 
+from flows.idempotent_sink import IdempotentKafkaSink
 from flows.kafka_io import dead_letter_message, kafka_add_config, kafka_error_dead_letter
 from flows.rolling import rolling_aggregate
 from flows.scoring import BatchScorer, Ingested
@@ -82,11 +83,11 @@ def _score_safely(scorer: BatchScorer):
     return score
 
 
-def decision_message(decision: Decision) -> KafkaSinkMessage[bytes, bytes]:
-    """Stamp the emission time and encode a decision, keyed by transaction id."""
+def decision_message(decision: Decision) -> tuple[str, tuple[str, bytes]]:
+    """Stamp the emission time and encode a decision, keyed (and deduplicated) by transaction id."""
     stages = msgspec.structs.replace(decision.stages, emitted=datetime.now(UTC))
-    value = encode(msgspec.structs.replace(decision, stages=stages))
-    return KafkaSinkMessage(key=str(decision.transaction_id).encode(), value=value)
+    key = str(decision.transaction_id)
+    return key, (key, encode(msgspec.structs.replace(decision, stages=stages)))
 
 
 def get_flow(settings: Settings) -> Dataflow:
@@ -116,15 +117,12 @@ def get_flow(settings: Settings) -> Dataflow:
     results = op.flat_map_batch("score_batch", rolled.down, _score_safely(BatchScorer(settings)))
     scored = op.branch("split_failed", results, lambda x: isinstance(x, Decision))
 
+    # Decisions and alerts are written once per transaction, even across a crash and resume.
     messages = op.map("encode_decisions", scored.trues, decision_message)
-    kop.output(
-        "write_decisions", messages, brokers=brokers, topic=settings.topic("decisions"), add_config=add_config
-    )
+    op.output("write_decisions", messages, IdempotentKafkaSink(settings, settings.topic("decisions")))
     alerts = op.filter("keep_alerts", scored.trues, lambda d: d.decision != "approve")
     alert_messages = op.map("encode_alerts", alerts, decision_message)
-    kop.output(
-        "write_alerts", alert_messages, brokers=brokers, topic=settings.topic("alerts"), add_config=add_config
-    )
+    op.output("write_alerts", alert_messages, IdempotentKafkaSink(settings, settings.topic("alerts")))
 
     late = op.map("describe_late", rolled.late, late_letter)
     kop.output(
