@@ -132,7 +132,9 @@ def _terminal_expected(txns: pd.DataFrame, labels: pd.DataFrame, known_before_da
     rows = []
     for t, d in sorted(set(zip(term_idx.tolist(), day.tolist(), strict=True))):
         at = term_idx == t
-        cutoff = d if known_before_day else d + 1  # labels known before the day starts (or, leaky, by its end)
+        cutoff = (
+            d if known_before_day else d + 1
+        )  # labels known before the day starts (or, leaky, by its end)
         feats = {"terminal_id": terminals[t], "day": origin + pd.Timedelta(days=d)}
         for n in (1, 7, 30):
             lo, hi = max(0, d - DELAY - n), max(0, d - DELAY)
@@ -224,3 +226,38 @@ def test_replaying_the_same_files_again_adds_nothing_to_the_timeline(pipeline):
     assert (summary.transactions, summary.labels) == (0, 0)
     assert summary.skipped_before_timeline == len(txns) + len(labels)
     assert len({d.transaction_id for d in raw_decisions(settings)}) == len(txns)
+
+
+def test_served_rolling_features_equal_a_sql_window_query_over_raw_transactions(pipeline):
+    settings, txns, _, decisions = pipeline
+    windows = {"10m": 600, "1h": 3600, "1d": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+    # (t - L, t] at microsecond resolution: RANGE ... PRECEDING includes its bound, so stop 1 µs short.
+    # PostgreSQL-only (RANGE with an offset): an oracle for this test, not part of the portable SQL.
+    defs = ", ".join(
+        f"w{s} AS (PARTITION BY customer_id ORDER BY ts RANGE BETWEEN INTERVAL '{seconds * 1_000_000 - 1} "
+        f"microseconds' PRECEDING AND CURRENT ROW)"
+        for s, seconds in windows.items()
+    )
+    cols = ", ".join(
+        f"count(*) OVER w{s} AS cust_n_{s}, avg(amount) OVER w{s} AS cust_mean_{s}" for s in windows
+    )
+    query = f"""
+        SELECT transaction_id, {cols},
+               extract(epoch FROM ts - lag(ts) OVER (PARTITION BY customer_id ORDER BY ts)) AS cust_secs_since_prev
+        FROM transactions WINDOW {defs} ORDER BY transaction_id
+    """
+    with connect(settings) as conn:
+        ties = conn.execute(
+            "SELECT count(*) FROM (SELECT customer_id, ts FROM transactions "
+            "GROUP BY 1, 2 HAVING count(*) > 1) AS t"
+        ).fetchone()[0]
+        cur = conn.execute(query)
+        names = [d.name for d in cur.description]
+        expected = pd.DataFrame(cur.fetchall(), columns=names)
+    assert ties == 0, "equal timestamps per customer would make RANGE peers differ from arrival order"
+    served = decisions_frame(decisions)
+    assert served["transaction_id"].tolist() == expected["transaction_id"].tolist()
+    for col in names[1:]:
+        np.testing.assert_allclose(
+            served[col].astype(float), expected[col].astype(float), rtol=0, atol=1e-9, err_msg=col
+        )
