@@ -23,6 +23,7 @@ from datetime import time as dtime
 
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client import Counter, Histogram
 
 from models.features import TERMINAL_WINDOWS_DAYS
 from streamguard.settings import Settings
@@ -33,6 +34,19 @@ log = logging.getLogger(__name__)
 TERMINAL_FEATURES = tuple(f"term_{kind}_{d}d" for d in TERMINAL_WINDOWS_DAYS for kind in ("n", "fraud_rate"))
 _MISSING = tuple(math.nan for _ in TERMINAL_FEATURES)
 _RETRY_AFTER_S = 5.0
+
+# Served on Bytewax's /metrics (BYTEWAX_DATAFLOW_API_ENABLED) with its own metrics.
+LOOKUP_SECONDS = Histogram(
+    "streamguard_feature_lookup_seconds",
+    "Time to serve one micro-batch's terminal features (cache, freshness wait and SQL query)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+LOOKUPS = Counter(
+    "streamguard_feature_lookups", "Distinct (terminal, day) lookups by cache result", ["result"]
+)
+DEGRADED_BATCHES = Counter(
+    "streamguard_degraded_batches", "Micro-batches scored without fresh store features"
+)
 
 
 def _lookup_sql(windows: Iterable[int]) -> str:
@@ -155,7 +169,10 @@ class TerminalFeatureClient:
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self._settings, connect_timeout=self._settings.feature_wait_timeout_s)
+            timeout = self._settings.feature_wait_timeout_s
+            self._conn = connect(self._settings, connect_timeout=timeout)
+            # A hung query must not hold the flow longer than the batch budget (Materialize supports it too).
+            self._conn.execute(f"SET statement_timeout = {int(timeout * 1000)}")
         return self._conn
 
     def _wait_fresh(self, conn: psycopg.Connection, day: date) -> bool:
@@ -183,6 +200,12 @@ class TerminalFeatureClient:
         self, pairs: Iterable[tuple[str, date]]
     ) -> tuple[dict[tuple[str, date], tuple[float, ...]], bool]:
         """Return ({(terminal, day): features in TERMINAL_FEATURES order}, degraded)."""
+        with LOOKUP_SECONDS.time():
+            return self._fetch(pairs)
+
+    def _fetch(
+        self, pairs: Iterable[tuple[str, date]]
+    ) -> tuple[dict[tuple[str, date], tuple[float, ...]], bool]:
         wanted = set(pairs)
         out: dict[tuple[str, date], tuple[float, ...]] = {}
         missing: list[tuple[str, date]] = []
@@ -195,6 +218,8 @@ class TerminalFeatureClient:
                 out[pair] = hit
         self.stats["lookups"] += len(wanted)
         self.stats["hits"] += len(wanted) - len(missing)
+        LOOKUPS.labels("hit").inc(len(wanted) - len(missing))
+        LOOKUPS.labels("miss").inc(len(missing))
         if not missing:
             return out, False
         degraded = True
@@ -213,6 +238,7 @@ class TerminalFeatureClient:
                     self._conn.close()
         if degraded:
             self.stats["degraded_batches"] += 1
+            DEGRADED_BATCHES.inc()
             for pair in missing:
                 out.setdefault(pair, _MISSING)
         return out, degraded
