@@ -10,7 +10,7 @@ SG := $(VENV)/bin/streamguard
 PYTEST_ARGS ?=
 
 .PHONY: help venv run up down status sql-apply test test-unit test-integration lint format \
-        bench-decode bench-flow deploy deploy-dry-run k8s-render k8s-check clean
+        bench-decode bench-flow sql-check mz-smoke deploy deploy-dry-run k8s-render k8s-check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,12 @@ status: venv ## Show the local stack's health
 sql-apply: venv ## Apply sql/ to the configured SQL store
 	$(SG) sql apply
 
+sql-check: venv ## Lint sql/ for Materialize and check each lookup the flow makes has its index
+	$(SG) sql check
+
+mz-smoke: venv ## Run the Materialize path against STREAMGUARD_SQL_URL (says SKIPPED unless it is Materialize)
+	$(PY) -m streamguard.mz_smoke
+
 test: venv ## Run every test (unit, then integration against the real local broker and PostgreSQL)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
@@ -48,9 +54,10 @@ test-unit: venv ## Run the unit tests only (no services, seconds)
 test-integration: venv ## Run the integration tests only
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-lint: venv ## Check style (ruff; never rewrites)
+lint: venv ## Check style (ruff; never rewrites) and lint sql/ for Materialize
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(SG) sql check
 
 format: venv ## Rewrite files with ruff's fixes and formatter
 	$(VENV)/bin/ruff check --fix .

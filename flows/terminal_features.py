@@ -52,31 +52,33 @@ DEGRADED_BATCHES = Counter(
 def _lookup_sql(windows: Iterable[int]) -> str:
     windows = sorted(windows)
     longest = windows[-1]
+
+    def since(n: int) -> str:
+        return f"r.as_of_day - INTERVAL '1 day' * (%(delay)s + {n})"
+
     counts = ",\n".join(
-        f"coalesce(sum(n_transactions) FILTER (WHERE day >= r.as_of_day - (%(delay)s + {n})), 0) AS n_{n}"
-        for n in windows
+        f"coalesce(sum(n_transactions) FILTER (WHERE day >= {since(n)}), 0) AS n_{n}" for n in windows
     )
-    frauds = ",\n".join(
-        f"coalesce(sum(n_frauds) FILTER (WHERE day >= r.as_of_day - (%(delay)s + {n})), 0) AS f_{n}"
-        for n in windows
-    )
+    frauds = ",\n".join(f"coalesce(sum(n_frauds) FILTER (WHERE day >= {since(n)}), 0) AS f_{n}" for n in windows)
     cols = ", ".join(f"tx.n_{n}, fr.f_{n}" for n in windows)
-    # LATERAL with the terminal filter inside lets PostgreSQL push it through the grouped views down to an
-    # index on the source table; parameters are cast to the key types so the lookup hits the index.
+    # Portable to Materialize: ROWS FROM (unnest, unnest) rather than two-argument unnest, and date
+    # arithmetic by intervals. LATERAL with the terminal filter inside lets PostgreSQL push it through the
+    # grouped views down to an index on the source table; Materialize serves it from the terminal index.
+    # Parameters are cast to the key types so the lookup hits the index.
     return f"""
 SELECT r.terminal_id, r.as_of_day, {cols}
-FROM unnest(%(terminals)s::text[], %(days)s::date[]) AS r(terminal_id, as_of_day)
+FROM ROWS FROM (unnest(%(terminals)s::text[]), unnest(%(days)s::date[])) AS r(terminal_id, as_of_day)
 CROSS JOIN LATERAL (
     SELECT {counts}
     FROM terminal_daily_transactions
     WHERE terminal_id = r.terminal_id
-      AND day >= r.as_of_day - (%(delay)s + {longest}) AND day < r.as_of_day - %(delay)s
+      AND day >= {since(longest)} AND day < r.as_of_day - INTERVAL '1 day' * %(delay)s
 ) AS tx
 CROSS JOIN LATERAL (
     SELECT {frauds}
     FROM terminal_daily_frauds
     WHERE terminal_id = r.terminal_id
-      AND day >= r.as_of_day - (%(delay)s + {longest}) AND day < r.as_of_day - %(delay)s
+      AND day >= {since(longest)} AND day < r.as_of_day - INTERVAL '1 day' * %(delay)s
       AND known_day < r.as_of_day
 ) AS fr
 """

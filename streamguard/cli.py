@@ -99,16 +99,25 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_sql_apply(settings: Settings, args: argparse.Namespace) -> int:
-    from streamguard.sqlstore import apply_sql, render
+    from streamguard.sqlstore import SqlApplyError, apply_sql, dry_run_text
 
-    files = apply_sql(settings, args.target, dry_run=args.dry_run)
-    for f in files:
+    try:
         if args.dry_run:
-            print(f"-- {f.path.relative_to(f.path.parents[2] if f.target else f.path.parents[1])}")
-            print(render(f.path.read_text(), settings))
-        else:
-            print(f"applied {f.layer}/{(f.target + '/') if f.target else ''}{f.path.name}")
+            print(dry_run_text(settings, args.target))
+            return 0
+        files = apply_sql(settings, args.target)
+    except SqlApplyError as exc:
+        print(f"sql apply: {exc}", file=sys.stderr)
+        return 2
+    for f in files:
+        print(f"applied {f.relpath}")
     return 0
+
+
+def cmd_sql_check(settings: Settings, args: argparse.Namespace) -> int:
+    from streamguard.sql_lint import cmd_sql_check as check
+
+    return check(settings, args)
 
 
 def cmd_sql_shell(settings: Settings, args: argparse.Namespace) -> int:
@@ -217,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=("postgres", "materialize"), default="postgres")
     p.add_argument("--dry-run", action="store_true", help="print the statements instead of running them")
 
+    p = sql_verbs.add_parser(
+        "check",
+        help="lint sql/ for what Materialize rejects; check every flow lookup has its index",
+        description="lint sql/ for what Materialize rejects; check every flow lookup has its index",
+    )
+    p.set_defaults(func=cmd_sql_check)
     p = sql_verbs.add_parser(
         "shell",
         help="open psql on the store, streamguard's schema first on the path",

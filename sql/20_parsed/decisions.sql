@@ -1,5 +1,7 @@
 -- Typed decisions, one row per transaction. The Kafka sink is at-least-once (Bytewax re-emits the last
 -- epoch after a restart), so duplicates are collapsed here, keeping the first one written.
+-- Columns added later go at the end: PostgreSQL's CREATE OR REPLACE VIEW may only append columns.
+-- Decisions written before variants existed carry no `variant`; they came from the champion.
 CREATE OR REPLACE VIEW decisions AS
 SELECT DISTINCT ON (transaction_id)
     (data->>'transaction_id')::bigint AS transaction_id,
@@ -12,6 +14,10 @@ SELECT DISTINCT ON (transaction_id)
     data->>'model_version' AS model_version,
     (data->>'degraded')::boolean AS degraded,
     data->'features' AS features,
-    data->'stages' AS stages
+    data->'stages' AS stages,
+    coalesce(data->>'variant', 'champion') AS variant,
+    data->>'shadow_model_version' AS shadow_model_version,
+    (data->>'shadow_score')::double precision AS shadow_score,
+    data->'explanation' AS explanation
 FROM decisions_src
 ORDER BY transaction_id, "partition", "offset";

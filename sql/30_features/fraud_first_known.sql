@@ -6,9 +6,9 @@ SELECT
     t.transaction_id,
     t.terminal_id,
     t.customer_id,
-    (t.ts AT TIME ZONE 'UTC')::date AS day,
-    (min(l.ts) AT TIME ZONE 'UTC')::date AS known_day
+    (t.ts AT TIME ZONE 'UTC'::text)::date AS day,
+    (min(l.ts) AT TIME ZONE 'UTC'::text)::date AS known_day
 FROM transactions AS t
 JOIN labels AS l ON l.transaction_id = t.transaction_id
 WHERE l.is_fraud
-GROUP BY t.transaction_id, t.terminal_id, t.customer_id, (t.ts AT TIME ZONE 'UTC')::date;
+GROUP BY t.transaction_id, t.terminal_id, t.customer_id, (t.ts AT TIME ZONE 'UTC'::text)::date;

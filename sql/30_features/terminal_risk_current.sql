@@ -1,39 +1,43 @@
--- Risk features of every terminal as of today (for people: `SELECT * FROM terminal_risk_current WHERE
--- terminal_id = 'T000123'`). Same definition as the flow's as-of features with the default 7-day label
--- delay: transaction counts and known-fraud rates over 1, 7 and 30 whole days ending 7 days before today,
--- frauds counted only if their label was known before today.
--- Written with mz_now() temporal filters (Materialize keeps it incrementally; PostgreSQL uses the shim).
--- Only AND-ed `mz_now() op expression` predicates and no FILTER clauses, which is what Materialize accepts.
+-- Risk features of every terminal as of today, for people:
+--   SELECT * FROM terminal_risk_current WHERE terminal_id = 'T000123';
+-- Same numbers as terminal_risk_as_of for as_of_day = today (the tests check it), but written with mz_now()
+-- temporal filters so that Materialize maintains it incrementally: a transaction day enters window N at
+-- midnight of day + d + 1 and leaves at midnight of day + d + N + 1 (d = the label delay, filled in at apply
+-- time); a fraud counts from midnight after its first label became known. On PostgreSQL the mz_now() shim
+-- (05_compat) returns now(), so the same text runs unchanged.
+-- Materialize's rules for temporal filters: mz_now() only in WHERE, compared directly (no arithmetic on
+-- it), AND-ed; windows are expanded by a cross join and pivoted afterwards, because a FILTER clause may not
+-- hold a temporal filter. Terminals with no transaction in any window have no row (all features 0).
 CREATE OR REPLACE VIEW terminal_risk_current AS
 WITH windows AS (
     SELECT 1 AS days UNION ALL SELECT 7 UNION ALL SELECT 30
 ),
-counts AS (
-    SELECT t.terminal_id, w.days, t.n_transactions, 0 AS n_frauds
+in_window AS (
+    SELECT t.terminal_id, w.days, t.n_transactions, 0::bigint AS n_frauds
     FROM terminal_daily_transactions AS t
     CROSS JOIN windows AS w
-    WHERE mz_now() >= (t.day + INTERVAL '8 days')::timestamptz
-      AND mz_now() < (t.day + INTERVAL '8 days' + w.days * INTERVAL '1 day')::timestamptz
+    WHERE mz_now() >= (t.day + INTERVAL '1 day' * ({{label_delay_days}} + 1))::timestamptz
+      AND mz_now() < (t.day + INTERVAL '1 day' * ({{label_delay_days}} + 1 + w.days))::timestamptz
     UNION ALL
-    SELECT f.terminal_id, w.days, 0 AS n_transactions, f.n_frauds
+    SELECT f.terminal_id, w.days, 0::bigint AS n_transactions, f.n_frauds
     FROM terminal_daily_frauds AS f
     CROSS JOIN windows AS w
-    WHERE mz_now() >= (f.day + INTERVAL '8 days')::timestamptz
-      AND mz_now() < (f.day + INTERVAL '8 days' + w.days * INTERVAL '1 day')::timestamptz
+    WHERE mz_now() >= (f.day + INTERVAL '1 day' * ({{label_delay_days}} + 1))::timestamptz
+      AND mz_now() < (f.day + INTERVAL '1 day' * ({{label_delay_days}} + 1 + w.days))::timestamptz
       AND mz_now() >= (f.known_day + INTERVAL '1 day')::timestamptz
 ),
 per_window AS (
     SELECT terminal_id, days, sum(n_transactions) AS n, sum(n_frauds) AS frauds
-    FROM counts
+    FROM in_window
     GROUP BY terminal_id, days
 )
 SELECT
     terminal_id,
-    max(CASE WHEN days = 1 THEN n END) AS term_n_1d,
-    max(CASE WHEN days = 1 THEN frauds::double precision / nullif(n, 0) END) AS term_fraud_rate_1d,
-    max(CASE WHEN days = 7 THEN n END) AS term_n_7d,
-    max(CASE WHEN days = 7 THEN frauds::double precision / nullif(n, 0) END) AS term_fraud_rate_7d,
-    max(CASE WHEN days = 30 THEN n END) AS term_n_30d,
-    max(CASE WHEN days = 30 THEN frauds::double precision / nullif(n, 0) END) AS term_fraud_rate_30d
+    coalesce(max(CASE WHEN days = 1 THEN n END), 0)::bigint AS term_n_1d,
+    coalesce(max(CASE WHEN days = 1 AND n > 0 THEN frauds::double precision / n END), 0) AS term_fraud_rate_1d,
+    coalesce(max(CASE WHEN days = 7 THEN n END), 0)::bigint AS term_n_7d,
+    coalesce(max(CASE WHEN days = 7 AND n > 0 THEN frauds::double precision / n END), 0) AS term_fraud_rate_7d,
+    coalesce(max(CASE WHEN days = 30 THEN n END), 0)::bigint AS term_n_30d,
+    coalesce(max(CASE WHEN days = 30 AND n > 0 THEN frauds::double precision / n END), 0) AS term_fraud_rate_30d
 FROM per_window
 GROUP BY terminal_id;
