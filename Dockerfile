@@ -66,8 +66,10 @@ COPY --chmod=0755 k8s/image/entrypoint.sh k8s/image/entrypoint-recovery.sh ./
 RUN python -m compileall -q streamguard flows models \
     && python -c "import bytewax, flows, models, streamguard.deploy.launch"
 # Defaults for `docker run`; the cluster's ConfigMap points both at mounted volumes.
+# numba caches compiled kernels next to the code by default, which is read-only here.
 ENV STREAMGUARD_STATE_DIR=/tmp/streamguard \
-    STREAMGUARD_MODEL_DIR=/app/model-registry
+    STREAMGUARD_MODEL_DIR=/app/model-registry \
+    NUMBA_CACHE_DIR=/tmp/numba-cache
 USER 10001:10001
 # 9999: Bytewax processes talk to each other; 3030: Bytewax API (/metrics) when BYTEWAX_DATAFLOW_API_ENABLED.
 EXPOSE 9999 3030
