@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 CARD_FRAME_COLUMNS = ("customer_id", "day", "is_fraud", "score")
 """Columns `card_precision_top_k` reads."""
@@ -77,3 +77,35 @@ def card_precision_top_k(frame: pd.DataFrame, k: int = 100) -> float:
     top = cards.groupby("day", sort=True).head(k)
     per_day = top.groupby("day", sort=True)["is_fraud"].sum() / k
     return float(per_day.mean())
+
+
+def roc_points(y_true, scores) -> tuple[np.ndarray, np.ndarray]:
+    """Return (false positive rate, true positive rate) at every score threshold; empty with one class."""
+    y, s = _labels_and_scores(y_true, scores)
+    if y.all() or not y.any():
+        return np.empty(0), np.empty(0)
+    fpr, tpr, _ = roc_curve(y, s)
+    return fpr, tpr
+
+
+def precision_recall_points(y_true, scores) -> tuple[np.ndarray, np.ndarray]:
+    """Return (recall, precision) at every score threshold, recall decreasing; empty with no fraud."""
+    y, s = _labels_and_scores(y_true, scores)
+    if not y.any():
+        return np.empty(0), np.empty(0)
+    precision, recall, _ = precision_recall_curve(y, s)
+    return recall, precision
+
+
+def at_threshold(y_true, scores, threshold: float) -> dict[str, float]:
+    """Return what flagging scores >= `threshold` does: flagged share, precision, recall (NaN if undefined)."""
+    y, s = _labels_and_scores(y_true, scores)
+    flagged = s >= threshold
+    n_flagged, n_fraud = int(flagged.sum()), int(y.sum())
+    caught = int((flagged & y).sum())
+    return {
+        "threshold": float(threshold),
+        "flagged_rate": n_flagged / len(y) if len(y) else math.nan,
+        "precision": caught / n_flagged if n_flagged else math.nan,
+        "recall": caught / n_fraud if n_fraud else math.nan,
+    }

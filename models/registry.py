@@ -5,7 +5,14 @@ Layout under the registry root:
     <root>/v0001/model.ubj        the booster, `Booster.save_model` UBJ (never pickle: loading runs no code)
     <root>/v0001/metadata.json    version, created_at, feature_names, sha256 of model.ubj, parent, ...
     <root>/CURRENT                the current version's name, replaced atomically
-    <root>/promotions.jsonl       one line per promotion: what became current, when, and what it replaced
+    <root>/SHADOW                 optional: a challenger the flow scores alongside, never acting on it
+    <root>/CANARY                 optional: {"version": ..., "share": ...}, a share of traffic it acts on
+    <root>/promotions.jsonl       one line per promotion or rollback: what became current, when, and what
+                                  it replaced; `rollback` undoes promotions in reverse order from it
+
+Every pointer file (CURRENT, SHADOW, CANARY) is replaced with a rename, so a flow polling it reads the old
+name or the new one, never half of either. A version is checked against its sha256 before it is named in
+any of them, and, when the caller says which features it serves, against that feature list too.
 
 A version folder is claimed with `os.mkdir`, which fails for all but one of several racing processes, so two
 trainers never share a number. `metadata.json` is written last (atomically), so a version without it is
@@ -31,6 +38,8 @@ import xgboost as xgb
 MODEL_FILE = "model.ubj"
 METADATA_FILE = "metadata.json"
 CURRENT_FILE = "CURRENT"
+SHADOW_FILE = "SHADOW"
+CANARY_FILE = "CANARY"
 PROMOTIONS_FILE = "promotions.jsonl"
 RESERVED_KEYS = ("version", "created_at", "sha256", "parent", "xgboost_version")
 """Metadata keys the registry writes itself; a caller passing one is an error."""
@@ -55,8 +64,45 @@ class ModelVersion:
         return tuple(self.metadata["feature_names"])
 
 
+@dataclass(frozen=True)
+class Canary:
+    """A version that acts on `share` (0 < share <= 1) of the traffic instead of the current one."""
+
+    version: ModelVersion
+    share: float
+
+
+@dataclass(frozen=True)
+class Assignments:
+    """The names in CURRENT, SHADOW and CANARY at one read: cheap to poll, no metadata parsed."""
+
+    current: str | None
+    shadow: str | None
+    canary: str | None
+    canary_share: float
+
+
 class ModelIntegrityError(RuntimeError):
     """A stored model file does not match the sha256 recorded when it was registered."""
+
+
+class FeatureMismatchError(ValueError):
+    """A model's feature names or their order differ from the features the caller serves."""
+
+
+def check_feature_names(version: ModelVersion, expected: Sequence[str]) -> None:
+    """Raise FeatureMismatchError, saying what is missing, extra or reordered, unless the lists are equal."""
+    actual, expected = version.feature_names, tuple(expected)
+    if actual == expected:
+        return
+    missing = [n for n in expected if n not in actual]
+    extra = [n for n in actual if n not in expected]
+    parts = [f"missing {missing}" if missing else "", f"unknown {extra}" if extra else ""]
+    detail = "; ".join(p for p in parts if p) or "same names in another order"
+    raise FeatureMismatchError(
+        f"model {version.version} was trained on {len(actual)} features that do not match the "
+        f"{len(expected)} served ({detail}); expected {list(expected)}"
+    )
 
 
 def sha256_file(path: Path) -> str:
@@ -194,22 +240,156 @@ class Registry:
             return self.promote(version)
         return self.get(version)
 
-    def promote(self, version: str) -> ModelVersion:
-        """Make `version` current (atomically) and append the change to the promotion history."""
-        target = self.get(version)
+    def promote(self, version: str, *, expected_features: Sequence[str] | None = None) -> ModelVersion:
+        """Make `version` current (atomically) and append the change to the promotion history.
+
+        The model file is checked against its sha256 first and, with `expected_features`, its feature
+        list too (FeatureMismatchError). A SHADOW or CANARY naming the promoted version is cleared: the
+        trial is over once the version is current.
+        """
+        target = self._checked(version, expected_features)
         previous = self.current()
         _write_atomically(self.root / CURRENT_FILE, version + "\n")
+        self._append_history(version, previous, "promote")
+        if self._read_pointer(SHADOW_FILE) == version:
+            self.clear_shadow()
+        canary = self._read_canary()
+        if canary is not None and canary[0] == version:
+            self.clear_canary()
+        return target
+
+    def rollback(self, *, expected_features: Sequence[str] | None = None) -> ModelVersion:
+        """Make current again the version the last promotion replaced, undoing promotions one at a time.
+
+        Successive rollbacks walk back through the history (v3 -> v2 -> v1), they do not toggle. Raises
+        LookupError when nothing is current or nothing was current before it.
+        """
+        current = self.current()
+        if current is None:
+            raise LookupError(f"model registry {self.root} has no current version: nothing to roll back")
+        stack = self._promotion_stack()
+        if not stack or stack[-1] != current.version:
+            stack.append(current.version)  # CURRENT was set outside promote(): it is still the truth
+        if len(stack) < 2:
+            raise LookupError(
+                f"nothing to roll back to: {current.version} is the only version ever promoted in {self.root}"
+            )
+        target = self._checked(stack[-2], expected_features)
+        _write_atomically(self.root / CURRENT_FILE, target.version + "\n")
+        self._append_history(target.version, current, "rollback")
+        return target
+
+    def _promotion_stack(self) -> builtins.list[str]:
+        """Replay the history: a promotion pushes its version, a rollback pops back to the one below."""
+        stack: builtins.list[str] = []
+        for record in self.promotions():
+            if record.get("action") == "rollback" and stack:
+                stack.pop()
+            if not stack or stack[-1] != record["version"]:
+                stack.append(record["version"])
+        return stack
+
+    def _append_history(self, version: str, previous: ModelVersion | None, action: str) -> None:
         record = {
             "version": version,
             "previous": previous.version if previous else None,
             "promoted_at": datetime.now(timezone.utc).isoformat(),
+            "action": action,
         }
         # One short O_APPEND write per line: concurrent promoters interleave whole lines, never bytes.
         with open(self.root / PROMOTIONS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+    def _checked(self, version: str, expected_features: Sequence[str] | None) -> ModelVersion:
+        mv = self.verify(version)
+        if expected_features is not None:
+            check_feature_names(mv, expected_features)
+        return mv
+
+    # -- shadow and canary --------------------------------------------------------------------------------
+    def _read_pointer(self, name: str) -> str | None:
+        try:
+            text = (self.root / name).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return text or None
+
+    def _read_canary(self) -> tuple[str, float] | None:
+        text = self._read_pointer(CANARY_FILE)
+        if text is None:
+            return None
+        record = json.loads(text)
+        return record["version"], float(record["share"])
+
+    def shadow(self) -> ModelVersion | None:
+        """Return the version SHADOW names (scored alongside the current one, never acted on), or None."""
+        name = self._read_pointer(SHADOW_FILE)
+        return None if name is None else self.get(name)
+
+    def canary(self) -> Canary | None:
+        """Return the canary version and its traffic share, or None when there is no canary."""
+        record = self._read_canary()
+        return None if record is None else Canary(self.get(record[0]), record[1])
+
+    def assignments(self) -> Assignments:
+        """Return what CURRENT, SHADOW and CANARY name right now (no metadata read, no checks)."""
+        canary = self._read_canary()
+        return Assignments(
+            current=self._read_pointer(CURRENT_FILE),
+            shadow=self._read_pointer(SHADOW_FILE),
+            canary=canary[0] if canary else None,
+            canary_share=canary[1] if canary else 0.0,
+        )
+
+    def set_shadow(self, version: str, *, expected_features: Sequence[str] | None = None) -> ModelVersion:
+        """Name `version` the shadow model (atomically), after the same checks as `promote`."""
+        target = self._checked(version, expected_features)
+        self._refuse_current(version, "shadow")
+        _write_atomically(self.root / SHADOW_FILE, version + "\n")
         return target
 
+    def set_canary(
+        self, version: str, share: float, *, expected_features: Sequence[str] | None = None
+    ) -> Canary:
+        """Route `share` (0 < share <= 1) of traffic to `version` (atomically), after `promote`'s checks."""
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"canary share must be in (0, 1], got {share}")
+        target = self._checked(version, expected_features)
+        self._refuse_current(version, "canary")
+        record = {"version": version, "share": share}
+        _write_atomically(self.root / CANARY_FILE, json.dumps(record) + "\n")
+        return Canary(target, share)
+
+    def _refuse_current(self, version: str, role: str) -> None:
+        if self._read_pointer(CURRENT_FILE) == version:
+            raise ValueError(f"{version} is the current model already; a {role} must be another version")
+
+    def clear_shadow(self) -> None:
+        """Stop shadow scoring; a no-op when there is no shadow."""
+        (self.root / SHADOW_FILE).unlink(missing_ok=True)
+
+    def clear_canary(self) -> None:
+        """Send all traffic to the current model again; a no-op when there is no canary."""
+        (self.root / CANARY_FILE).unlink(missing_ok=True)
+
     # -- loading ------------------------------------------------------------------------------------------
+    def _verified_bytes(self, mv: ModelVersion) -> bytes:
+        raw = mv.model_file.read_bytes()
+        actual = hashlib.sha256(raw).hexdigest()
+        expected = mv.metadata.get("sha256")
+        if actual != expected:
+            raise ModelIntegrityError(
+                f"{mv.model_file}: sha256 is {actual}, but metadata.json records {expected}; "
+                "the model file was changed or corrupted after registration"
+            )
+        return raw
+
+    def verify(self, version: str) -> ModelVersion:
+        """Return the version after checking its model file's sha256 (ModelIntegrityError if it differs)."""
+        mv = self.get(version)
+        self._verified_bytes(mv)
+        return mv
+
     def load(self, version: str | None = None) -> tuple[xgb.Booster, ModelVersion]:
         """Load a version's booster (None = current) after checking its sha256.
 
@@ -223,14 +403,7 @@ class Registry:
                 raise LookupError(f"model registry {self.root} has no current version (nothing promoted)")
         else:
             mv = self.get(version)
-        raw = mv.model_file.read_bytes()
-        actual = hashlib.sha256(raw).hexdigest()
-        expected = mv.metadata.get("sha256")
-        if actual != expected:
-            raise ModelIntegrityError(
-                f"{mv.model_file}: sha256 is {actual}, but metadata.json records {expected}; "
-                "the model file was changed or corrupted after registration"
-            )
+        raw = self._verified_bytes(mv)
         booster = xgb.Booster()
         booster.load_model(bytearray(raw))
         return booster, mv

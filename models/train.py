@@ -17,7 +17,7 @@ import pandas as pd
 import xgboost as xgb
 
 from models.metrics import average_precision, card_precision_top_k, roc_auc
-from models.scorer import cuda_available
+from models.scorer import resolve_device
 
 DEFAULT_PARAMS: dict[str, object] = {
     "objective": "binary:logistic",
@@ -82,6 +82,8 @@ class TrainResult:
     data_fingerprint: str
     num_boost_round: int = 0
     feature_names: tuple[str, ...] = field(default=())
+    test_labels: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
+    """is_fraud of the test rows, in `test_scores` order (for curves and reports)."""
 
     def registry_metadata(self) -> dict:
         """Return the metadata `Registry.register` should store with this booster."""
@@ -131,6 +133,75 @@ def _check_examples(examples: pd.DataFrame, feature_names: Sequence[str]) -> Non
         raise ValueError("examples.is_fraud has missing labels")
 
 
+def rows_in_window(examples: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFrame:
+    """Return the rows with start <= ts < end in time order (ts, then transaction_id): never shuffled."""
+    rows = examples[_in_window(examples["ts"], start, end)]
+    return rows.sort_values(["ts", "transaction_id"], kind="mergesort")
+
+
+def feature_matrix(rows: pd.DataFrame, feature_names: Sequence[str]) -> np.ndarray:
+    """Return the rows' features as a float32 matrix in `feature_names` order; NaN = missing."""
+    return rows[list(feature_names)].to_numpy(dtype=np.float32, na_value=np.nan)
+
+
+def training_params(params: dict | None = None, seed: int = 42, device: str = "auto") -> dict:
+    """Return `DEFAULT_PARAMS` with the seed, the resolved device ("cuda" or "cpu") and `params` on top."""
+    return {**DEFAULT_PARAMS, "seed": seed, "device": resolve_device(device), **(params or {})}
+
+
+def fit_booster(
+    rows: pd.DataFrame, feature_names: Sequence[str], params: dict, num_boost_round: int
+) -> xgb.Booster:
+    """Train a booster on `rows` (already in time order) with the full `params` (see `training_params`)."""
+    names = list(feature_names)
+    dtrain = xgb.DMatrix(
+        feature_matrix(rows, names),
+        label=rows["is_fraud"].to_numpy(dtype=np.float32),
+        feature_names=names,
+        missing=np.nan,
+    )
+    return xgb.train(params, dtrain, num_boost_round=num_boost_round)
+
+
+def predict_rows(
+    booster: xgb.Booster,
+    rows: pd.DataFrame,
+    feature_names: Sequence[str],
+    iteration_range: tuple[int, int] = (0, 0),
+) -> np.ndarray:
+    """Return P(fraud) (float64) for `rows`; `iteration_range` scores with only some of the trees."""
+    d = xgb.DMatrix(feature_matrix(rows, feature_names), feature_names=list(feature_names), missing=np.nan)
+    return booster.predict(d, iteration_range=iteration_range).astype(np.float64)
+
+
+def window_metrics(rows: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
+    """Return AUC ROC, average precision, card precision top-100 and the fraud rate of scored rows."""
+    y = rows["is_fraud"].to_numpy(dtype=bool)
+    cards = pd.DataFrame(
+        {
+            "customer_id": rows["customer_id"].to_numpy(),
+            "day": rows["ts"].dt.tz_convert("UTC").dt.date.to_numpy(),
+            "is_fraud": y,
+            "score": scores,
+        }
+    )
+    return {
+        "auc_roc": roc_auc(y, scores),
+        "average_precision": average_precision(y, scores),
+        "card_precision_top_100": card_precision_top_k(cards, k=100),
+        "test_fraud_rate": float(y.mean()),
+    }
+
+
+def check_trainable(rows: pd.DataFrame, name: str, start: datetime, end: datetime) -> None:
+    """Raise ValueError naming the window when it has no examples or no fraud to learn from."""
+    desc = _describe(name, start, end)
+    if rows.empty:
+        raise ValueError(f"{desc} has no examples")
+    if not rows["is_fraud"].astype(bool).any():
+        raise ValueError(f"{desc} has no fraud among its {len(rows)} examples; nothing to learn")
+
+
 def train_model(
     examples: pd.DataFrame,
     feature_names: Sequence[str],
@@ -138,66 +209,30 @@ def train_model(
     params: dict | None = None,
     num_boost_round: int = 300,
     seed: int = 42,
+    device: str = "auto",
 ) -> TrainResult:
     """Train on the rows whose ts is in the train window and evaluate on those in the test window.
 
     `examples`: transaction_id, ts (tz-aware), customer_id, is_fraud and one float column per feature
-    (NaN = missing). `params` override `DEFAULT_PARAMS`; the device is CUDA when available. Raises
-    ValueError naming the window when the train or test window is empty or the train window has no fraud.
+    (NaN = missing). `params` override `DEFAULT_PARAMS`; `device` "auto" trains on CUDA when CuPy and a
+    GPU are present ("gpu" insists, "cpu" never). Raises ValueError naming the window when the train or
+    test window is empty or the train window has no fraud.
     """
     names = tuple(feature_names)
     _check_examples(examples, names)
-    ts = examples["ts"]
-    train = examples[_in_window(ts, windows.train_start, windows.train_end)]
-    test = examples[_in_window(ts, windows.test_start, windows.test_end)]
-    train_desc = _describe("train", windows.train_start, windows.train_end)
-    if train.empty:
-        raise ValueError(f"{train_desc} has no examples")
-    if not train["is_fraud"].astype(bool).any():
-        raise ValueError(f"{train_desc} has no fraud among its {len(train)} examples; nothing to learn")
+    # A fixed row order makes row subsampling, and so the model, reproducible for the same data.
+    train = rows_in_window(examples, windows.train_start, windows.train_end)
+    test = rows_in_window(examples, windows.test_start, windows.test_end)
+    check_trainable(train, "train", windows.train_start, windows.train_end)
     if test.empty:
         raise ValueError(f"{_describe('test', windows.test_start, windows.test_end)} has no examples")
-    # A fixed row order makes row subsampling, and so the model, reproducible for the same data.
-    train = train.sort_values(["ts", "transaction_id"], kind="mergesort")
-    test = test.sort_values(["ts", "transaction_id"], kind="mergesort")
 
-    effective = {
-        **DEFAULT_PARAMS,
-        "seed": seed,
-        "device": "cuda" if cuda_available() else "cpu",
-        **(params or {}),
-    }
-    y_train = train["is_fraud"].to_numpy(dtype=bool)
-    dtrain = xgb.DMatrix(
-        train[list(names)].to_numpy(dtype=np.float32, na_value=np.nan),
-        label=y_train.astype(np.float32),
-        feature_names=list(names),
-        missing=np.nan,
-    )
-    booster = xgb.train(effective, dtrain, num_boost_round=num_boost_round)
-
-    dtest = xgb.DMatrix(
-        test[list(names)].to_numpy(dtype=np.float32, na_value=np.nan),
-        feature_names=list(names),
-        missing=np.nan,
-    )
-    scores = booster.predict(dtest).astype(np.float64)
+    effective = training_params(params, seed, device)
+    booster = fit_booster(train, names, effective, num_boost_round)
+    scores = predict_rows(booster, test, names)
     y_test = test["is_fraud"].to_numpy(dtype=bool)
-    cards = pd.DataFrame(
-        {
-            "customer_id": test["customer_id"].to_numpy(),
-            "day": test["ts"].dt.tz_convert("UTC").dt.date.to_numpy(),
-            "is_fraud": y_test,
-            "score": scores,
-        }
-    )
-    metrics = {
-        "auc_roc": roc_auc(y_test, scores),
-        "average_precision": average_precision(y_test, scores),
-        "card_precision_top_100": card_precision_top_k(cards, k=100),
-        "test_fraud_rate": float(y_test.mean()),
-        "train_fraud_rate": float(y_train.mean()),
-    }
+    metrics = window_metrics(test, scores)
+    metrics["train_fraud_rate"] = float(train["is_fraud"].to_numpy(dtype=bool).mean())
     return TrainResult(
         booster=booster,
         metrics=metrics,
@@ -211,4 +246,5 @@ def train_model(
         data_fingerprint=data_fingerprint(train, names),
         num_boost_round=num_boost_round,
         feature_names=names,
+        test_labels=y_test,
     )

@@ -157,21 +157,6 @@ def cmd_flow_run(settings: Settings, args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-def cmd_models_list(settings: Settings, args: argparse.Namespace) -> int:
-    from models.registry import Registry
-
-    registry = Registry(settings.registry_dir)
-    current = registry.current()
-    for v in registry.list():
-        m = v.metadata.get("metrics", {})
-        mark = "*" if current and current.version == v.version else " "
-        print(
-            f"{mark} {v.version}  {v.metadata.get('created_at', '')}  auc={m.get('auc_roc', float('nan')):.4f} "
-            f"ap={m.get('average_precision', float('nan')):.4f} cp@100={m.get('card_precision_top_100', float('nan')):.4f}"
-        )
-    return 0
-
-
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from streamguard.demo import run_demo
 
@@ -180,6 +165,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser (every verb has --help)."""
+    from models.cli import add_models_commands, add_training_arguments  # cheap: no xgboost import
+
     parser = argparse.ArgumentParser(prog="streamguard", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -260,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="register, but promote only if it beats the current model on the same test window",
     )
 
+    add_training_arguments(p)
+
     p = verb("decisions", cmd_decisions, "export the scored decisions from Kafka to Parquet")
     p.add_argument("--out", type=Path, required=True, help="output Parquet file")
 
@@ -277,14 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-recovery", action="store_true", help="run without recovery (re-reads topics from the start)"
     )
 
-    models_p = verbs.add_parser(
-        "models", help="inspect the model registry", description="inspect the model registry"
-    )
-    model_verbs = models_p.add_subparsers(dest="models_verb", required=True, metavar="MODELS_VERB")
-    p = model_verbs.add_parser(
-        "list", help="list model versions (* = current)", description="list model versions (* = current)"
-    )
-    p.set_defaults(func=cmd_models_list)
+    add_models_commands(verbs)
 
     p = verb(
         "demo", cmd_demo, "the main job on the local stack: bootstrap a model if needed, then live decisions"

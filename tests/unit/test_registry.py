@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from models.registry import ModelIntegrityError, Registry
+from models.registry import (
+    Assignments,
+    FeatureMismatchError,
+    ModelIntegrityError,
+    Registry,
+    check_feature_names,
+)
 
 NAMES = ["f0", "f1", "f2"]
 
@@ -160,3 +166,148 @@ def test_racing_registrations_get_distinct_versions(tmp_path: Path):
         np.testing.assert_array_equal(
             booster.inplace_predict(probe()), boosters[seed].inplace_predict(probe())
         )
+
+
+# -- feature checks, integrity before promotion, rollback -------------------------------------------------
+def three_versions(root: Path) -> Registry:
+    reg = Registry(root)
+    for seed in (1, 2, 3):
+        reg.register(make_booster(seed), {"seed": seed})
+    return reg
+
+
+def test_promote_refuses_a_model_whose_features_differ_from_the_expected_ones(tmp_path: Path):
+    reg = Registry(tmp_path)
+    reg.register(make_booster(1), {})
+    reg.register(make_booster(2, names=None), {"feature_names": ["f0", "f2", "f1"]}, promote=False)
+    reg.register(make_booster(3, names=None), {"feature_names": ["f0", "f1", "zz"]}, promote=False)
+    with pytest.raises(FeatureMismatchError, match="same names in another order"):
+        reg.promote("v0002", expected_features=NAMES)
+    with pytest.raises(FeatureMismatchError, match=r"missing \['f2'\]; unknown \['zz'\]"):
+        reg.promote("v0003", expected_features=NAMES)
+    assert reg.current().version == "v0001"  # refused: nothing changed
+    assert [p["version"] for p in reg.promotions()] == ["v0001"]
+    assert reg.promote("v0002").version == "v0002"  # no expectation given: the caller takes responsibility
+    check_feature_names(reg.get("v0001"), NAMES)  # equal lists pass silently
+
+
+def test_promote_refuses_a_tampered_model_and_keeps_the_current_one(tmp_path: Path):
+    reg = Registry(tmp_path)
+    reg.register(make_booster(1), {})
+    v2 = reg.register(make_booster(2), {}, promote=False)
+    make_booster(3).save_model(str(v2.model_file))
+    with pytest.raises(ModelIntegrityError, match="v0002"):
+        reg.promote("v0002")
+    assert reg.current().version == "v0001"
+    with pytest.raises(ModelIntegrityError):
+        reg.verify("v0002")
+    assert reg.verify("v0001").version == "v0001"
+
+
+def test_rollback_walks_back_through_promotions_then_refuses(tmp_path: Path):
+    reg = three_versions(tmp_path)
+    assert reg.current().version == "v0003"
+    assert reg.rollback().version == "v0002"
+    assert reg.current().version == "v0002"
+    assert reg.rollback().version == "v0001"  # walks back, does not toggle between v0002 and v0003
+    with pytest.raises(LookupError, match="nothing to roll back to: v0001"):
+        reg.rollback()
+    assert reg.current().version == "v0001"
+    history = [(p["version"], p["previous"], p["action"]) for p in reg.promotions()]
+    assert history[-2:] == [("v0002", "v0003", "rollback"), ("v0001", "v0002", "rollback")]
+    # A promotion after rollbacks starts a new step to undo.
+    reg.promote("v0003")
+    assert reg.rollback().version == "v0001"
+    loaded, mv = reg.load()
+    assert mv.version == "v0001"
+    np.testing.assert_array_equal(loaded.inplace_predict(probe()), make_booster(1).inplace_predict(probe()))
+
+
+def test_rollback_with_nothing_current_or_nothing_before_is_a_clear_error(tmp_path: Path):
+    reg = Registry(tmp_path)
+    with pytest.raises(LookupError, match="no current version: nothing to roll back"):
+        reg.rollback()
+    reg.register(make_booster(1), {})
+    reg.register(make_booster(2), {}, promote=False)
+    with pytest.raises(LookupError, match="nothing to roll back to"):
+        reg.rollback()
+
+
+def test_rollback_trusts_current_when_it_was_set_outside_promote(tmp_path: Path):
+    reg = three_versions(tmp_path)
+    (tmp_path / "CURRENT").write_text("v0001\n")  # e.g. restored by hand
+    assert reg.rollback().version == "v0003"  # undo the hand edit: back to the last promoted version
+
+
+def test_rollback_reads_history_lines_written_before_actions_were_recorded(tmp_path: Path):
+    reg = three_versions(tmp_path)
+    lines = [json.loads(x) for x in (tmp_path / "promotions.jsonl").read_text().splitlines()]
+    (tmp_path / "promotions.jsonl").write_text(
+        "".join(json.dumps({k: v for k, v in rec.items() if k != "action"}) + "\n" for rec in lines)
+    )
+    assert reg.rollback().version == "v0002"
+
+
+def test_rollback_refuses_a_tampered_target_and_keeps_the_current_one(tmp_path: Path):
+    reg = three_versions(tmp_path)
+    with pytest.raises(FeatureMismatchError):
+        reg.rollback(expected_features=["a", "b", "c"])
+    (tmp_path / "v0002" / "model.ubj").write_bytes(b"{}")
+    with pytest.raises(ModelIntegrityError):
+        reg.rollback()
+    assert reg.current().version == "v0003"
+
+
+# -- shadow and canary -------------------------------------------------------------------------------------
+def test_shadow_and_canary_are_named_read_and_cleared(tmp_path: Path):
+    reg = three_versions(tmp_path)
+    assert reg.shadow() is None and reg.canary() is None
+    assert reg.assignments() == Assignments("v0003", None, None, 0.0)
+
+    assert reg.set_shadow("v0001").version == "v0001"
+    canary = reg.set_canary("v0002", 0.1)
+    assert (canary.version.version, canary.share) == ("v0002", 0.1)
+    assert reg.shadow().version == "v0001"
+    assert reg.canary().version.version == "v0002" and reg.canary().share == 0.1
+    assert reg.assignments() == Assignments("v0003", "v0001", "v0002", 0.1)
+    assert (tmp_path / "SHADOW").read_text().strip() == "v0001"
+    assert json.loads((tmp_path / "CANARY").read_text()) == {"version": "v0002", "share": 0.1}
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically: no temp files left behind
+
+    # A fresh Registry on the same folder (another process) sees the same roles.
+    assert Registry(tmp_path).assignments() == reg.assignments()
+    reg.clear_shadow()
+    reg.clear_canary()
+    reg.clear_canary()  # clearing twice is fine
+    assert reg.assignments() == Assignments("v0003", None, None, 0.0)
+    assert reg.current().version == "v0003"  # roles never touch CURRENT
+
+
+def test_shadow_and_canary_are_checked_like_promotions(tmp_path: Path):
+    reg = three_versions(tmp_path)
+    for share in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="share must be in"):
+            reg.set_canary("v0001", share)
+    assert reg.set_canary("v0001", 1.0).share == 1.0
+    with pytest.raises(KeyError, match="v0009"):
+        reg.set_shadow("v0009")
+    with pytest.raises(ValueError, match="current model already"):
+        reg.set_shadow("v0003")
+    with pytest.raises(ValueError, match="current model already"):
+        reg.set_canary("v0003", 0.5)
+    with pytest.raises(FeatureMismatchError):
+        reg.set_shadow("v0001", expected_features=["x", "y", "z"])
+    (tmp_path / "v0002" / "model.ubj").write_bytes(b"{}")
+    with pytest.raises(ModelIntegrityError):
+        reg.set_canary("v0002", 0.1)
+    assert reg.assignments() == Assignments("v0003", None, "v0001", 1.0)
+
+
+def test_promoting_the_canary_or_shadow_ends_its_trial(tmp_path: Path):
+    reg = three_versions(tmp_path)
+    reg.set_canary("v0002", 0.2)
+    reg.set_shadow("v0001")
+    reg.promote("v0002")
+    assert reg.assignments() == Assignments("v0002", "v0001", None, 0.0)
+    reg.promote("v0001")
+    assert reg.assignments() == Assignments("v0001", None, None, 0.0)

@@ -66,6 +66,8 @@ def test_every_verb_has_help(capsys):
         ["decisions"],
         ["flow", "run"],
         ["models", "list"],
+        ["models", "rollback"],
+        ["models", "promote"],
         ["demo"],
     ]
     for verb in verbs:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import xgboost as xgb
 
 from models.features import FEATURE_NAMES
 from models.registry import Registry
+from models.scorer import cuda_available
 from models.train import data_fingerprint, make_windows, train_model
+from models.training_job import TrainingOptions, train_evaluate_register
+from models.tuning import Grid
+from streamguard.settings import Settings
 
 START = datetime(2024, 4, 1, tzinfo=timezone.utc)
 ROUNDS = 60  # enough to learn the signal, quick on a shared 2-core machine
@@ -162,3 +168,100 @@ def test_result_registers_with_its_metadata(result, tmp_path: Path):
     booster, _ = reg.load()
     x = np.zeros((3, len(FEATURE_NAMES)), dtype=np.float32)
     np.testing.assert_array_equal(booster.inplace_predict(x), result.booster.inplace_predict(x))
+
+
+def test_device_is_resolved_and_labels_follow_the_scores(examples, windows, result):
+    assert result.params["device"] == ("cuda" if cuda_available() else "cpu")
+    test_rows = in_window(examples, windows.test_start, windows.test_end).sort_values(
+        ["ts", "transaction_id"]
+    )
+    assert result.test_labels.tolist() == test_rows["is_fraud"].tolist()
+    cpu = train_model(examples, FEATURE_NAMES, windows, num_boost_round=2, device="cpu")
+    assert cpu.params["device"] == "cpu"
+    if not cuda_available():
+        with pytest.raises(RuntimeError, match="needs CuPy and a CUDA device"):
+            train_model(examples, FEATURE_NAMES, windows, num_boost_round=2, device="gpu")
+
+
+# -- the `streamguard train` job after the SQL read (train_evaluate_register) --------------------------------
+def job_options(**overrides) -> TrainingOptions:
+    base = {"train_start": START, "train_days": 14, "delay_days": 3, "test_days": 7, "trees": ROUNDS}
+    return TrainingOptions(**{**base, **overrides})
+
+
+def job_settings(tmp_path: Path) -> Settings:
+    return Settings(_env_file=None, state_dir=tmp_path / "state")
+
+
+def weak_booster(examples) -> xgb.Booster:
+    """A model that learnt from shuffled labels: worse than anything trained on the real ones."""
+    rng = np.random.default_rng(9)
+    d = xgb.DMatrix(
+        examples[list(FEATURE_NAMES)].to_numpy(dtype=np.float32),
+        label=rng.permutation(examples["is_fraud"].to_numpy(dtype=np.float32)),
+        feature_names=list(FEATURE_NAMES),
+    )
+    return xgb.train({"objective": "binary:logistic", "max_depth": 2}, d, num_boost_round=3)
+
+
+def test_job_registers_with_a_report_next_to_the_model(examples, tmp_path: Path, capsys):
+    settings = job_settings(tmp_path)
+    opts = job_options(scores_out=tmp_path / "scores.parquet")
+    assert train_evaluate_register(settings, opts, examples) == 0
+    out = capsys.readouterr().out
+    # The lines scripts (and the integration test) parse keep their shape.
+    assert re.search(r"^AUC ROC +0\.\d{4}$", out, re.M) and out.count("fraud rate=") == 2
+    assert "registered model v0001 (current)" in out
+    reg = Registry(settings.registry_dir)
+    mv = reg.current()
+    assert mv.version == "v0001" and mv.metadata["report_dir"] == "report"
+    assert mv.metadata["tuning"] is None and mv.metadata["num_boost_round"] == ROUNDS
+    report = mv.path / "report"
+    assert {p.name for p in report.iterdir()} == {
+        "report.md",
+        "report.json",
+        "roc.png",
+        "precision_recall.png",
+        "feature_importance.png",
+    }
+    assert "current v" not in (report / "report.md").read_text()  # nothing was current to compare with
+    assert pd.read_parquet(tmp_path / "scores.parquet").shape[0] == mv.metadata["n_test"]
+
+
+def test_job_promotes_if_better_only_when_it_beats_the_current_model(examples, tmp_path: Path, capsys):
+    settings = job_settings(tmp_path)
+    reg = Registry(settings.registry_dir)
+    reg.register(weak_booster(examples), {})
+    opts = job_options(promote_if_better=True, no_report=True)
+    assert train_evaluate_register(settings, opts, examples) == 0
+    assert "promote: True" in capsys.readouterr().out
+    assert reg.current().version == "v0002" and reg.get("v0002").metadata["parent"] == "v0001"
+    # The same data and seed again: an identical model is not better, so it is registered, not promoted.
+    assert train_evaluate_register(settings, opts, examples) == 0
+    out = capsys.readouterr().out
+    assert "promote: False" in out and "registered model v0003 in" in out
+    assert reg.current().version == "v0002"
+    assert "report_dir" not in reg.get("v0003").metadata
+
+
+def test_job_report_compares_with_the_current_model(examples, tmp_path: Path):
+    settings = job_settings(tmp_path)
+    Registry(settings.registry_dir).register(weak_booster(examples), {})
+    assert train_evaluate_register(settings, job_options(), examples) == 0
+    text = (settings.registry_dir / "v0002" / "report" / "report.md").read_text()
+    assert "| metric (test window) | v0002 | current v0001 |" in text
+
+
+def test_job_with_grid_and_no_register(examples, tmp_path: Path, capsys):
+    settings = job_settings(tmp_path)
+    grid = Grid(max_depth=(2, 3), num_boost_round=(10, 20), eta=(0.3,))
+    opts = job_options(grid=True, validation_days=4, no_register=True)
+    assert train_evaluate_register(settings, opts, examples, grid=grid) == 0
+    out = capsys.readouterr().out
+    assert "grid: 4 candidates" in out and re.search(r"grid: chose max_depth=\d trees=\d+ eta=0.3", out)
+    assert not settings.registry_dir.exists()
+    (report,) = (settings.state_dir / "reports").iterdir()
+    assert report.name == "train-20240401-20240425"
+    text = (report / "report.md").read_text()
+    assert "## Grid search" in text and text.count("| 0.3 |") == 4
+    assert re.search(r"trees: (10|20),", text)
