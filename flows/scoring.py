@@ -10,20 +10,18 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
+
+from flows.model_roles import ModelRoles
 from flows.terminal_features import TERMINAL_FEATURES, TerminalFeatureClient
-from models.features import CUSTOMER_WINDOWS, FEATURE_NAMES, to_matrix
-from models.registry import Registry
-from models.scorer import Scorer
+from models.features import CUSTOMER_WINDOWS, to_matrix
 from streamguard.events import Decision, StageTimes, Transaction
 from streamguard.settings import Settings
 
 log = logging.getLogger(__name__)
-
-_RELOAD_CHECK_S = 2.0
 
 
 @dataclass(slots=True)
@@ -61,47 +59,11 @@ def decide(score: float | None, settings: Settings) -> str:
 
 
 class _WorkerState:
-    """Per-thread feature client and model; follows the registry's current version at batch boundaries."""
+    """Per-thread feature client and models (neither is thread-safe)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
         self.features = TerminalFeatureClient(settings)
-        self.registry = Registry(settings.registry_dir)
-        self.scorer: Scorer | None = None
-        self.model_version: str | None = None
-        self._next_check = 0.0
-        self._warned_no_model = False
-        self.maybe_reload()
-
-    def maybe_reload(self) -> None:
-        """Switch to the registry's current model if it changed (checked at most every 2 s)."""
-        now = time.monotonic()
-        if now < self._next_check:
-            return
-        self._next_check = now + _RELOAD_CHECK_S
-        current = self.registry.current()
-        if current is None:
-            if not self._warned_no_model:
-                self._warned_no_model = True
-                log.warning(
-                    "no model in %s: bootstrap mode (features only, no score)", self.settings.registry_dir
-                )
-            return
-        if current.version == self.model_version:
-            return
-        try:
-            booster, version = self.registry.load(current.version)
-            names = tuple(version.metadata["feature_names"])
-            if names != FEATURE_NAMES:
-                raise ValueError(
-                    f"model {version.version} expects features {names}, the flow serves {FEATURE_NAMES}"
-                )
-            scorer = Scorer(booster, FEATURE_NAMES, device=self.settings.scorer_device)
-        except Exception:  # noqa: BLE001 - keep scoring with the model we have
-            log.exception("refusing model %s; keeping %s", current.version, self.model_version)
-            return
-        self.scorer, self.model_version = scorer, version.version
-        log.warning("scoring with model %s on %s", version.version, scorer.device)
+        self.models = ModelRoles(settings)
 
 
 class BatchScorer:
@@ -120,7 +82,7 @@ class BatchScorer:
     def __call__(self, batch: list[tuple[Ingested, object]]) -> list[Decision]:
         """Score one batch; every input yields exactly one decision."""
         state = self._state()
-        state.maybe_reload()
+        state.models.refresh()  # between batches: a batch is scored by one set of models
         rows = []
         pairs = []
         for item, agg in batch:
@@ -131,14 +93,13 @@ class BatchScorer:
             for name, value in zip(TERMINAL_FEATURES, terminal[pair], strict=True):
                 feats[name] = None if math.isnan(value) else value
         features_ready = datetime.now(UTC)
-        scores: list[float | None]
-        if state.scorer is None:
-            scores = [None] * len(rows)
-        else:
-            scores = [float(s) for s in state.scorer.score(to_matrix(rows))]
+        x = to_matrix(rows)
+        result = state.models.score(
+            x, np.fromiter((i.txn.transaction_id for i, _ in batch), np.int64, len(batch))
+        )
         scored = datetime.now(UTC)
         out = []
-        for (item, _), feats, score in zip(batch, rows, scores, strict=True):
+        for i, ((item, _), feats) in enumerate(zip(batch, rows, strict=True)):
             txn = item.txn
             out.append(
                 Decision(
@@ -147,13 +108,17 @@ class BatchScorer:
                     customer_id=txn.customer_id,
                     terminal_id=txn.terminal_id,
                     amount=txn.amount,
-                    score=score,
-                    decision=decide(score, self._settings),
-                    model_version=state.model_version,
+                    score=result.scores[i],
+                    decision=decide(result.scores[i], self._settings),
+                    model_version=result.versions[i],
                     degraded=degraded,
                     features=feats,
                     # `emitted` is stamped again right before the write; this is the placeholder.
                     stages=StageTimes(item.produced, item.ingested, features_ready, scored, scored),
+                    variant=result.variants[i],
+                    shadow_model_version=result.shadow_version,
+                    shadow_score=result.shadow_scores[i],
+                    explanation=result.explanations[i],
                 )
             )
         return out
