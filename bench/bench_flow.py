@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamguard.flow_runner import spawn_flow
+from streamguard.flow_runner import spawn_flow, stop_flows
 from streamguard.replay import replay
 from streamguard.settings import Settings
 from streamguard.simulate import SimulationConfig, simulate
@@ -75,16 +75,6 @@ def _fresh(base: Settings, tag: str) -> Settings:
 
 def _run_flows(settings: Settings, logs: Path):
     return [spawn_flow(settings, n, recovery=False, log_path=logs / f"{n}.log") for n in ("mirror", "fraud")]
-
-
-def _stop(procs) -> None:
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 
 def _wait(count: _DecisionCounter, expected: int, procs, timeout_s: float = 1200) -> tuple[float, float]:
@@ -139,7 +129,7 @@ def main() -> None:
         _wait(_DecisionCounter(boot), len(txns), procs)
         time.sleep(3)  # let the mirror copy the last decisions
     finally:
-        _stop(procs)
+        stop_flows(procs)
     env = {
         **os.environ,
         **{
@@ -177,7 +167,7 @@ def main() -> None:
         replay(hot, live_t, live_l, max_rate=args.rate, progress=False)
         _wait(count, before + len(live_t), procs, timeout_s=120)
     finally:
-        _stop(procs)
+        stop_flows(procs)
     decisions = [d for d in _decisions(hot) if d.transaction_id in set(live_t["transaction_id"].tolist())]
 
     def ms(a: str, b: str) -> np.ndarray:

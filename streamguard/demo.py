@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from models.registry import Registry
 from streamguard.events import Decision
-from streamguard.flow_runner import spawn_flow
+from streamguard.flow_runner import spawn_flow, stop_flows
 from streamguard.replay import load_labels, load_transactions, replay, timeline_position
 from streamguard.settings import Settings
 from streamguard.simulate import SimulationConfig, simulate, write_dataset
@@ -213,13 +213,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 0
     finally:
-        for p in flows:
-            p.terminate()
-        for p in flows:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_flows(flows)
 
 
 def _psql_hint(settings: Settings) -> str:

@@ -83,3 +83,16 @@ def spawn_flow(
     finally:
         if out is not None:
             out.close()
+
+
+def stop_flows(procs: list[subprocess.Popen], timeout_s: float = 20.0) -> None:
+    """Stop flow processes: SIGTERM to all, then SIGKILL any still running after `timeout_s`."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)

@@ -6,7 +6,6 @@ the session's real broker and PostgreSQL, isolated by the test's topic prefix, s
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ import msgspec
 import pandas as pd
 
 from streamguard.events import Decision
-from streamguard.flow_runner import spawn_flow
+from streamguard.flow_runner import spawn_flow, stop_flows
 from streamguard.settings import Settings
 from streamguard.sqlstore import apply_sql
 from streamguard.topics import ensure_topics, read_all
@@ -41,14 +40,7 @@ def running_flows(settings: Settings, *, workers: int = 1, names=("mirror", "fra
     try:
         yield procs
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        stop_flows(procs)
 
 
 def flow_logs(settings: Settings) -> str:

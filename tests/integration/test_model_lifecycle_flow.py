@@ -12,7 +12,7 @@ from pipeline_harness import prepare, wait_for_decisions
 from flows.model_roles import canary_share_of
 from models.features import FEATURE_NAMES
 from models.registry import Registry
-from streamguard.flow_runner import spawn_flow
+from streamguard.flow_runner import spawn_flow, stop_flows
 from streamguard.replay import replay
 from streamguard.simulate import SimulationConfig, simulate
 
@@ -67,9 +67,7 @@ def test_promotion_switches_once_mid_stream_and_shadow_canary_and_refusals_work(
                 time.sleep(2.5)
         decisions = wait_for_decisions(sg_settings, len(txns), procs)
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(20)
+        stop_flows(procs)
 
     ids = [d.transaction_id for d in decisions]
     assert len(ids) == len(set(ids)) == len(txns)

@@ -21,7 +21,7 @@ from pipeline_harness import decisions_frame, flow_logs, prepare, raw_decisions,
 
 from models.features import FEATURE_NAMES
 from models.registry import Registry
-from streamguard.flow_runner import flow_command, settings_env, spawn_flow
+from streamguard.flow_runner import flow_command, settings_env, spawn_flow, stop_flows
 from streamguard.replay import replay
 from streamguard.simulate import SimulationConfig, simulate
 from streamguard.stack import free_port
@@ -60,17 +60,6 @@ def _settings(local_stack, tmp_path, name, model_dir, **extra):
     )
 
 
-def _stop(*procs):
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
 def _run(settings, txns, labels, *, workers=1, processes=1) -> pd.DataFrame:
     prepare(settings)
     logs = settings.state_dir / "logs"
@@ -95,7 +84,7 @@ def _run(settings, txns, labels, *, workers=1, processes=1) -> pd.DataFrame:
         replay(settings, txns, labels, progress=False)
         decisions = wait_for_decisions(settings, len(txns), [mirror, *flows])
     finally:
-        _stop(mirror, *flows)
+        stop_flows([mirror, *flows])
     return decisions_frame(decisions)
 
 
@@ -162,7 +151,7 @@ def test_kill_9_and_resume_loses_nothing_and_scores_nothing_twice(
         feeder.join(120)
         decisions = wait_for_decisions(settings, len(txns), [mirror, fraud])
     finally:
-        _stop(mirror, fraud)
+        stop_flows([mirror, fraud])
         feeder.join(5)
     ids = [d.transaction_id for d in decisions]
     assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} transactions were written twice"

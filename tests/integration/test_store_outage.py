@@ -8,7 +8,7 @@ import pandas as pd
 from pipeline_harness import flow_logs, prepare, raw_decisions
 from tcp_proxy import TcpProxy
 
-from streamguard.flow_runner import spawn_flow
+from streamguard.flow_runner import spawn_flow, stop_flows
 from streamguard.replay import replay
 from streamguard.simulate import SimulationConfig, simulate
 from streamguard.sqlstore import connect
@@ -69,9 +69,7 @@ def test_store_outage_degrades_decisions_without_stopping_and_recovers(sg_settin
         after = run_part(2)
     finally:
         proxy.cut()
-        for p in procs:
-            p.kill()
-            p.wait(20)
+        stop_flows(procs)
 
     assert not any(d.degraded for d in healthy)
     degraded = [d for d in during if d.degraded]
