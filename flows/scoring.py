@@ -47,6 +47,7 @@ def customer_features(txn: Transaction, agg) -> dict[str, float | None]:
         feats[f"cust_mean_{suffix}"] = agg.means[i]
     mean_30d = feats["cust_mean_30d"]
     feats["amount_to_cust_mean_30d"] = txn.amount / mean_30d if mean_30d else None
+    # None when the previous event is older than the longest window (the state keeps no more than that).
     feats["cust_secs_since_prev"] = agg.secs_since_prev
     return feats
 
@@ -59,7 +60,7 @@ def decide(score: float | None, settings: Settings) -> str:
 
 
 class _WorkerState:
-    """Per-thread feature client and models (neither is thread-safe)."""
+    """The process's feature client and models (neither is thread-safe; see BatchScorer)."""
 
     def __init__(self, settings: Settings) -> None:
         self.features = TerminalFeatureClient(settings)
@@ -67,20 +68,30 @@ class _WorkerState:
 
 
 class BatchScorer:
-    """Score micro-batches of (Ingested, customer aggregates) into Decisions (callable for flat_map_batch)."""
+    """Score micro-batches of (Ingested, customer aggregates) into Decisions (callable for flat_map_batch).
+
+    One feature client and one set of models per process, behind a lock: Bytewax may call a step from
+    more than one thread (several workers, and in cluster mode not always the same thread), and neither
+    the SQL connection nor the models are thread-safe. XGBoost and the SQL round trip release the GIL,
+    so the lock costs little beyond what the GIL already serialises.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._worker_state: _WorkerState | None = None
 
     def _state(self) -> _WorkerState:
-        state = getattr(self._local, "state", None)
-        if state is None:
-            state = self._local.state = _WorkerState(self._settings)
-        return state
+        if self._worker_state is None:
+            self._worker_state = _WorkerState(self._settings)
+        return self._worker_state
 
     def __call__(self, batch: list[tuple[Ingested, object]]) -> list[Decision]:
         """Score one batch; every input yields exactly one decision."""
+        with self._lock:
+            return self._score(batch)
+
+    def _score(self, batch: list[tuple[Ingested, object]]) -> list[Decision]:
         state = self._state()
         state.models.refresh()  # between batches: a batch is scored by one set of models
         rows = []

@@ -59,7 +59,9 @@ def _lookup_sql(windows: Iterable[int]) -> str:
     counts = ",\n".join(
         f"coalesce(sum(n_transactions) FILTER (WHERE day >= {since(n)}), 0) AS n_{n}" for n in windows
     )
-    frauds = ",\n".join(f"coalesce(sum(n_frauds) FILTER (WHERE day >= {since(n)}), 0) AS f_{n}" for n in windows)
+    frauds = ",\n".join(
+        f"coalesce(sum(n_frauds) FILTER (WHERE day >= {since(n)}), 0) AS f_{n}" for n in windows
+    )
     cols = ", ".join(f"tx.n_{n}, fr.f_{n}" for n in windows)
     # Portable to Materialize: ROWS FROM (unnest, unnest) rather than two-argument unnest, and date
     # arithmetic by intervals. LATERAL with the terminal filter inside lets PostgreSQL push it through the

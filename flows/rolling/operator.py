@@ -6,9 +6,18 @@ here a Bytewax key is a *shard* (`crc32(key) % shards`) whose logic holds a `Rol
 cards routed to it: Bytewax sees `shards` keys however many cards there are, and each shard folds a whole
 batch per call. crc32 is stable across processes, unlike `hash()`, so every worker routes a card alike.
 
+Each input batch is grouped by shard before Bytewax sees it, and each shard emits one object per
+batch, so Bytewax moves one item per shard per batch rather than one per event.
+
 `shards` is fixed for the life of a recovery store: resuming with another value would route cards to
 shards that do not hold their state. More shards than workers lets Bytewax spread them; 64 suits up to
-a few dozen workers.
+a few dozen workers. Fewer shards mean bigger batches per call and so more events/s on few workers
+(each call has a fixed cost of some microseconds).
+
+Snapshots: at the end of every epoch Bytewax asks each shard touched in it for a snapshot (with or
+without recovery). A shard's snapshot is a compact copy of its whole state (16 bytes per retained
+event plus its key strings), so with recovery on, each snapshot interval writes about the whole
+rolling state, not just what changed.
 """
 
 from __future__ import annotations

@@ -38,6 +38,8 @@ import numpy as np
 from flows.rolling import kernel as K
 
 SNAPSHOT_VERSION = 1
+MAX_BATCH = 8192
+"""Longest run of events one kernel call takes; longer calls are split, to bound the output buffers."""
 
 
 class RollingResult(msgspec.Struct, frozen=True, gc=False):
@@ -99,7 +101,7 @@ class RollingState:
     # -- folding ------------------------------------------------------------------------------------------
 
     @property
-    def keys(self) -> int:
+    def key_count(self) -> int:
         """Keys currently held."""
         return len(self._slot_of)
 
@@ -117,6 +119,15 @@ class RollingState:
         A `str` entry means that event was rejected and not folded in.
         """
         n = len(keys)
+        if n > MAX_BATCH:  # bounds the output buffers, which are kept between calls
+            results = []
+            late = 0
+            for lo in range(0, n, MAX_BATCH):
+                hi = lo + MAX_BATCH
+                results += self.process(keys[lo:hi], times_us[lo:hi], values[lo:hi])
+                late += self.last_late
+            self.last_late = late
+            return results
         n_late, n_no_prev = self._fold(keys, times_us, values)
         w = self._n_win
         rows = self._floats[:, :n].tolist()
@@ -145,8 +156,12 @@ class RollingState:
 
         Returns how many were rejected as late.
         """
-        n_late, _ = self._fold(keys, times_us, values)
-        self._maybe_sweep(len(keys))
+        n_late = 0
+        for lo in range(0, len(keys), MAX_BATCH):
+            hi = lo + MAX_BATCH
+            n_late += self._fold(keys[lo:hi], times_us[lo:hi], values[lo:hi])[0]
+            self._maybe_sweep(min(hi, len(keys)) - lo)
+        self.last_late = n_late
         return n_late
 
     def _fold(self, keys: Sequence[str], times_us: Sequence[int], values: Sequence[float]) -> tuple[int, int]:
@@ -316,7 +331,7 @@ class RollingState:
             )
         keys, sizes = snap["keys"], snap["sizes"].astype(np.int64)
         n = len(keys)
-        caps = np.array([K.ring_capacity(int(x)) for x in sizes.tolist()], np.int64)
+        caps = np.left_shift(1, np.ceil(np.log2(np.maximum(sizes, K.MIN_CAP))).astype(np.int64))
         bases = np.zeros(n, np.int64)
         if n:
             bases[1:] = np.cumsum(caps)[:-1]

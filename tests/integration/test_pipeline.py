@@ -103,7 +103,8 @@ def _customer_expected(txns: pd.DataFrame) -> pd.DataFrame:
         out[f"cust_n_{suffix}"] = rolled.count().to_numpy()
         out[f"cust_mean_{suffix}"] = rolled.mean().to_numpy()
     prev = frame.reset_index().groupby("customer_id", sort=False)["ts"].diff().dt.total_seconds()
-    out["cust_secs_since_prev"] = prev.to_numpy()
+    # The state keeps 30 days per card: a previous event further back than that is not known (None).
+    out["cust_secs_since_prev"] = prev.where(prev < 30 * 86400).to_numpy()
     return out.sort_values("transaction_id").reset_index(drop=True)
 
 
@@ -243,7 +244,8 @@ def test_served_rolling_features_equal_a_sql_window_query_over_raw_transactions(
     )
     query = f"""
         SELECT transaction_id, {cols},
-               extract(epoch FROM ts - lag(ts) OVER (PARTITION BY customer_id ORDER BY ts)) AS cust_secs_since_prev
+               nullif(least(extract(epoch FROM ts - lag(ts) OVER (PARTITION BY customer_id ORDER BY ts)),
+                            2592000), 2592000) AS cust_secs_since_prev
         FROM transactions WINDOW {defs} ORDER BY transaction_id
     """
     with connect(settings) as conn:

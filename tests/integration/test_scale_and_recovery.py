@@ -134,7 +134,7 @@ def test_kill_9_and_resume_loses_nothing_and_scores_nothing_twice(
     fraud = spawn_flow(settings, "fraud", log_path=logs / "fraud.log")
     # Replay at a bounded rate so the flow is killed mid-stream, with more input still to come.
     feeder = threading.Thread(
-        target=replay, args=(settings, txns, labels), kwargs={"max_rate": 2500, "progress": False}
+        target=replay, args=(settings, txns, labels), kwargs={"max_rate": 1000, "progress": False}
     )
     feeder.start()
     try:

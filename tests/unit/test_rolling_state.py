@@ -170,10 +170,10 @@ def test_expired_events_are_evicted_and_idle_keys_dropped():
     assert state.retained_events() <= 61
     # Many one-off keys; then time moves on, and the sweep drops them all.
     state.process([f"once{i}" for i in range(5000)], [base + 48 * 3600 * S] * 5000, [1.0] * 5000)
-    assert state.keys == 5001
+    assert state.key_count == 5001
     state.process(["busy"], [base + 51 * 3600 * S], [1.0])
     state.sweep()
-    assert state.keys == 1 and state.retained_events() == 1
+    assert state.key_count == 1 and state.retained_events() == 1
     arena_after = state.nbytes()
     # A dropped key starts afresh; the freed slots are reused, so the state does not grow.
     got = state.process(["once7"] * 3, [base + 51 * 3600 * S + i for i in range(3)], [1.0] * 3)
@@ -202,7 +202,7 @@ def test_snapshot_restore_round_trip_gives_identical_results():
     snap = pickle.loads(pickle.dumps(a.snapshot()))
     assert isinstance(snap["ts_us"], np.ndarray) and snap["ts_us"].dtype == np.int64
     b = RollingState.restore(snap, WINDOWS, timedelta(minutes=1))
-    assert b.keys == a.keys and b.retained_events() == a.retained_events()
+    assert b.key_count == a.key_count and b.retained_events() == a.retained_events()
     assert b.process(*zip(*rest, strict=True)) == a.process(*zip(*rest, strict=True))
     with pytest.raises(ValueError, match="longer window"):
         RollingState.restore(snap, [timedelta(days=2)], timedelta(minutes=1))
