@@ -10,7 +10,7 @@ SG := $(VENV)/bin/streamguard
 PYTEST_ARGS ?=
 
 .PHONY: help venv run up down status sql-apply test test-unit test-integration lint format \
-        bench-decode bench-scoring bench-flow sql-check mz-smoke deploy deploy-dry-run k8s-render k8s-check clean
+        bench-decode bench-windows bench-scoring bench-flow sql-check mz-smoke deploy deploy-dry-run k8s-render k8s-check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,6 +65,9 @@ format: venv ## Rewrite files with ruff's fixes and formatter
 
 bench-decode: venv ## Benchmark hot-path decoding: msgspec vs pydantic vs json, side by side
 	$(PY) bench/bench_decode.py
+
+bench-windows: venv ## Benchmark the rolling window state vs Bytewax's built-in windowing at 10k/100k/1M keys
+	$(PY) bench/bench_windows.py
 
 bench-scoring: venv ## Benchmark XGBoost scoring: per event vs micro-batches of 64..256k rows, CPU and GPU
 	$(PY) bench/bench_scoring.py
