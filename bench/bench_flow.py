@@ -73,8 +73,41 @@ def _fresh(base: Settings, tag: str) -> Settings:
     return s
 
 
-def _run_flows(settings: Settings, logs: Path):
-    return [spawn_flow(settings, n, recovery=False, log_path=logs / f"{n}.log") for n in ("mirror", "fraud")]
+def _run_flows(settings: Settings, logs: Path, api_port: int | None = None):
+    return [
+        spawn_flow(settings, "mirror", recovery=False, log_path=logs / "mirror.log"),
+        spawn_flow(settings, "fraud", recovery=False, log_path=logs / "fraud.log", api_port=api_port),
+    ]
+
+
+def _lookup_metrics(api_port: int) -> dict[str, float]:
+    """Scrape the flow's /metrics: per-batch feature lookup latency quantiles and the cache hit ratio."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=5).read().decode()
+    buckets: list[tuple[float, float]] = []
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "streamguard_feature_lookup_seconds_bucket":
+                buckets.append((float(sample.labels["le"]), sample.value))
+            elif sample.name == "streamguard_feature_lookups_total":
+                out[sample.labels["result"]] = sample.value
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+
+    def quantile(q: float) -> float:  # upper bound of the bucket holding the q-th batch
+        return next((le for le, n in buckets if n >= q * total), float("inf")) * 1000
+
+    hits, misses = out.get("hit", 0.0), out.get("miss", 0.0)
+    return {
+        "batches": total,
+        "p50_ms": quantile(0.5),
+        "p99_ms": quantile(0.99),
+        "hit_ratio": hits / (hits + misses) if hits + misses else float("nan"),
+    }
 
 
 def _wait(count: _DecisionCounter, expected: int, procs, timeout_s: float = 1200) -> tuple[float, float]:
@@ -150,11 +183,15 @@ def main() -> None:
     )
     hot = _fresh(base, f"{run}_hot")
     replay(hot, txns2, labels2, progress=False)
-    procs = _run_flows(hot, logs)
+    from streamguard.stack import free_port
+
+    api_port = free_port()
+    procs = _run_flows(hot, logs, api_port)
     count = _DecisionCounter(hot)
     try:
         first, last = _wait(count, len(txns2), procs)
         throughput = len(txns2) / (last - first)
+        lookups = _lookup_metrics(api_port)
         # 3. latency at a fixed rate, flow warm
         more, more_labels = _renumbered(
             *simulate(SimulationConfig(days=7, start=start + timedelta(days=2 * args.days), **cfg)), 2 * 10**8
@@ -182,6 +219,11 @@ def main() -> None:
     )
     print(
         f"throughput (backlog of {len(txns2):,} transactions, model scoring every one): {throughput:,.0f} txn/s"
+    )
+    print(
+        f"feature lookups per micro-batch during the backlog ({lookups['batches']:.0f} batches): "
+        f"p50 <= {lookups['p50_ms']:.1f} ms, p99 <= {lookups['p99_ms']:.1f} ms (histogram bucket bounds); "
+        f"cache hit ratio {lookups['hit_ratio']:.3f}"
     )
     print(f"latency at {args.rate:.0f} msg/s ({len(decisions):,} transactions), milliseconds:")
     for name, (a, b) in {

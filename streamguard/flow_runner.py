@@ -64,13 +64,29 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def spawn_flow(
-    settings: Settings, name: str, *, workers: int = 1, recovery: bool = True, log_path: Path | None = None
+    settings: Settings,
+    name: str,
+    *,
+    workers: int = 1,
+    recovery: bool = True,
+    log_path: Path | None = None,
+    api_port: int | None = None,
 ) -> subprocess.Popen:
-    """Start a flow in a child process with `settings`; its output goes to `log_path` (or is inherited)."""
+    """Start a flow in a child process with `settings`; its output goes to `log_path` (or is inherited).
+
+    With `api_port`, Bytewax serves its API there, including Prometheus metrics at `/metrics`.
+    """
     import os
 
     cmd = flow_command(settings, name, workers=workers, recovery=recovery)
     env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
+    if api_port is not None:
+        # Any value enables it in Bytewax 0.21, even "false".
+        env.update(
+            BYTEWAX_DATAFLOW_API_ENABLED="1",
+            BYTEWAX_DATAFLOW_API_PORT=str(api_port),
+            BYTEWAX_DATAFLOW_API_CACHE_PATH=str(settings.state_dir),
+        )
     out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - handed to the child
     try:
         return subprocess.Popen(

@@ -48,8 +48,9 @@ class Settings(BaseSettings):
     """Port of the embedded broker (Tansu) on 127.0.0.1."""
     topic_prefix: str = ""
     """Prefix for every topic name, so tests and tenants can share a broker."""
-    topic_partitions: int = Field(3, ge=1)
-    """Partitions for topics that streamguard creates."""
+    topic_partitions: int = Field(4, ge=1)
+    """Partitions for topics that streamguard creates. Keep it a multiple of the total Bytewax workers:
+    Bytewax 0.21.1 can stall when workers hold uneven numbers of partitions (bytewax#556)."""
     kafka_batch_size: int = Field(1000, ge=1)
     """Most messages one Kafka read hands the flow; bounds a micro-batch."""
 

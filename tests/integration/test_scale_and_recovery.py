@@ -55,6 +55,9 @@ def _settings(local_stack, tmp_path, name, model_dir, **extra):
             "topic_prefix": f"scale_{name}_",
             "sql_schema": f"scale_{name}",
             "model_dir": model_dir,
+            # Bytewax 0.21.1 can stall when workers hold uneven numbers of Kafka partitions (bytewax#556):
+            # 4 partitions split evenly over 1, 2 and 4 workers.
+            "topic_partitions": 4,
             **extra,
         }
     )
