@@ -23,6 +23,7 @@ import msgspec
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow
+from prometheus_client import Counter
 
 from flows.idempotent_sink import IdempotentKafkaSink
 from flows.kafka_io import dead_letter_message, kafka_add_config, kafka_error_dead_letter
@@ -54,8 +55,12 @@ def decode(msg: KafkaSourceMessage) -> Ingested | DeadLetter:
     return Ingested(parsed, to_epoch_us(parsed.ts), produced, ingested)
 
 
+LATE_EVENTS = Counter("streamguard_late_events", "Transactions rejected as too late for their card's state")
+
+
 def late_letter(item: tuple[Ingested, str]) -> DeadLetter:
-    """Describe an event rejected by the rolling state as too late."""
+    """Describe an event rejected by the rolling state as too late (and count it)."""
+    LATE_EVENTS.inc()
     ingested, reason = item
     return dead_letter(reason, "late", value=encode(ingested.txn))
 
