@@ -3,7 +3,6 @@ the cross-object rules; each check is also shown to catch the mistake it exists 
 
 from __future__ import annotations
 
-import copy
 from importlib.metadata import version
 
 import pytest
@@ -11,17 +10,7 @@ import pytest
 from streamguard.deploy.checks import custom_resource_problems, schema_problems
 from streamguard.deploy.invariants import invariant_problems
 from streamguard.deploy.objects import find, literal_env
-from streamguard.deploy.render import OVERLAYS, render_overlay, split_image
-
-
-@pytest.fixture(scope="module")
-def rendered():
-    return {name: render_overlay(name) for name in OVERLAYS}
-
-
-@pytest.fixture
-def prod(rendered):
-    return copy.deepcopy(rendered["prod"])
+from streamguard.deploy.render import OVERLAYS, split_image
 
 
 def flow_of(objects):

@@ -7,26 +7,14 @@ naming it.
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 from pydantic import SecretStr
 
 from streamguard.deploy import checks
 from streamguard.deploy.checks import UNSET_ANNOTATION, settings_coverage_problems, settings_fields
 from streamguard.deploy.objects import find
-from streamguard.deploy.render import OVERLAYS, render_overlay
+from streamguard.deploy.render import OVERLAYS
 from streamguard.settings import Settings
-
-
-@pytest.fixture(scope="module")
-def rendered():
-    return {name: render_overlay(name) for name in OVERLAYS}
-
-
-@pytest.fixture
-def prod(rendered):
-    return copy.deepcopy(rendered["prod"])
 
 
 def configmap(objects):
