@@ -2,7 +2,7 @@
 
 One call per batch that Bytewax hands the step (up to the Kafka read size, so batches grow with load and
 shrink to single events when traffic is light): one feature query, one XGBoost call, then a decision per
-transaction. State that is not thread-safe (the SQL connection, the model) lives per worker thread.
+transaction. State that is not thread-safe (the SQL connection, the models) is one per process, locked.
 """
 
 from __future__ import annotations
