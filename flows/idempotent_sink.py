@@ -19,6 +19,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from streamguard.settings import Settings
+from streamguard.topics import read_to_end
 
 log = logging.getLogger(__name__)
 
@@ -41,28 +42,11 @@ class _PartitionWriter(StatefulSinkPartition[tuple[str, bytes], int]):
             )
 
     def _keys_after(self, settings: Settings, offset: int) -> set[str]:
-        consumer = Consumer(
-            {**settings.kafka_config(), "group.id": "streamguard-sink", "enable.auto.commit": False}
+        # A 1 s wait for nothing ends the read: missing a key here would mean writing it twice.
+        messages = read_to_end(
+            settings, self._topic, lambda _low, _high: offset, partitions=[self._partition], idle_s=1.0
         )
-        try:
-            tp = TopicPartition(self._topic, self._partition, offset)
-            _, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-            consumer.assign([tp])
-            keys: set[str] = set()
-            position = offset
-            # Read at least to the reported end, then until a poll comes back empty: a broker's end offset
-            # is only a lower bound here (Tansu reports the base offset of the last record batch).
-            while True:
-                batch = consumer.consume(10_000, 1.0)
-                if not batch and position >= high:
-                    return keys
-                for msg in batch:
-                    if msg.error() is None:
-                        position = msg.offset() + 1
-                        if msg.key() is not None:
-                            keys.add(msg.key().decode())
-        finally:
-            consumer.close()
+        return {m.key().decode() for m in messages if m.key() is not None}
 
     def _delivered(self, err, msg) -> None:
         if err is not None:

@@ -169,7 +169,6 @@ class TerminalFeatureClient:
         self._freshness = StoreFreshness(settings)
         self._down_until = 0.0
         self._lagging = False
-        self.stats = {"lookups": 0, "hits": 0, "queries": 0, "degraded_batches": 0}
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
@@ -220,8 +219,6 @@ class TerminalFeatureClient:
             else:
                 self._cache.move_to_end(pair)
                 out[pair] = hit
-        self.stats["lookups"] += len(wanted)
-        self.stats["hits"] += len(wanted) - len(missing)
         LOOKUPS.labels("hit").inc(len(wanted) - len(missing))
         LOOKUPS.labels("miss").inc(len(missing))
         if not missing:
@@ -241,14 +238,12 @@ class TerminalFeatureClient:
                 if self._conn is not None:
                     self._conn.close()
         if degraded:
-            self.stats["degraded_batches"] += 1
             DEGRADED_BATCHES.inc()
             for pair in missing:
                 out.setdefault(pair, _MISSING)
         return out, degraded
 
     def _query(self, conn: psycopg.Connection, pairs: list[tuple[str, date]]) -> dict:
-        self.stats["queries"] += 1
         params = {"terminals": [t for t, _ in pairs], "days": [d for _, d in pairs], "delay": self._delay}
         result = {}
         for row in conn.execute(self._sql, params):

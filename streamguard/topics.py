@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer
+from confluent_kafka import Consumer, Message
 from confluent_kafka import TopicPartition as ConfluentPartition
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
@@ -78,39 +78,59 @@ class Record:
     value: bytes
 
 
-def read_all(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[Record]:
-    """Read every message currently in a topic (all partitions, from the start up to the end offsets).
+def read_to_end(
+    settings: Settings,
+    topic: str,
+    start: Callable[[int, int], int],
+    *,
+    partitions: Iterable[int] | None = None,
+    timeout_s: float = 60.0,
+    idle_s: float = 0.5,
+) -> Iterator[Message]:
+    """Yield the messages of `topic` from `start(low, high)` in each partition up to the end, as it is now.
 
-    Uses confluent-kafka (librdkafka): reading back a large topic is a bulk job, ~10x faster than kafka-python.
-    The end offsets a broker reports are only a lower bound here (Tansu reports the base offset of a
-    partition's last record batch, plus one), so reading goes on until a poll comes back empty.
+    A broker's end offset is only a lower bound here (Tansu reports the base offset of a partition's last
+    record batch, plus one), so reading goes past it until a poll waits `idle_s` for nothing. Raises
+    TimeoutError if that takes longer than `timeout_s`. Bulk reads use confluent-kafka (librdkafka), about
+    10x faster than kafka-python.
     """
     consumer = Consumer(
         {**settings.kafka_config(), "group.id": "streamguard-reader", "enable.auto.commit": False}
     )
     try:
-        meta = consumer.list_topics(topic, timeout=10)
-        if topic not in meta.topics:
-            return []
-        ends = {}
-        for p in meta.topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(ConfluentPartition(topic, p), timeout=10)
-            if high > low:
+        if partitions is None:
+            meta = consumer.list_topics(topic, timeout=10)
+            partitions = meta.topics[topic].partitions if topic in meta.topics else ()
+        assignment, ends = [], {}
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(ConfluentPartition(topic, p), timeout=10, cached=False)
+            first = start(low, high)
+            assignment.append(ConfluentPartition(topic, p, first))
+            if high > first:
                 ends[p] = high
-        consumer.assign([ConfluentPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        out: list[Record] = []
+        if not assignment:
+            return
+        consumer.assign(assignment)
         deadline = time.monotonic() + timeout_s
         while True:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic} did not reach its end offsets within {timeout_s}s")
-            batch = consumer.consume(10_000, 0.5)
+                raise TimeoutError(f"reading {topic} did not reach its end within {timeout_s}s")
+            batch = consumer.consume(10_000, idle_s)
             if not batch and not ends:
-                return out
+                return
             for msg in batch:
                 if msg.error():
                     continue
-                out.append(Record(msg.partition(), msg.offset(), msg.key(), msg.value()))
                 if msg.offset() + 1 >= ends.get(msg.partition(), 0):
                     ends.pop(msg.partition(), None)
+                yield msg
     finally:
         consumer.close()
+
+
+def read_all(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[Record]:
+    """Read every message currently in a topic (all partitions, from the start to the end)."""
+    return [
+        Record(m.partition(), m.offset(), m.key(), m.value())
+        for m in read_to_end(settings, topic, lambda low, _high: low, timeout_s=timeout_s)
+    ]
