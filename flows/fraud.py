@@ -6,8 +6,9 @@
 
 Steps: read `transactions` -> decode and validate (bad bytes go to `dead_letters` with the reason) ->
 per-customer rolling aggregates in event time (exact trailing windows including the transaction) ->
-per-terminal label-based risk features from the SQL store (as of the transaction's day, label delay
-applied, gated on the store's freshness) -> one XGBoost call per micro-batch -> `decisions` (every
+micro-batches per worker that close when full or when their oldest transaction has waited the latency
+budget -> per-terminal label-based risk features from the SQL store (as of the transaction's day, label
+delay applied, gated on the store's freshness) -> one XGBoost call per micro-batch -> `decisions` (every
 transaction exactly once), `alerts` (review and decline), `late` (events older than the lateness bound).
 No step raises on a bad record: an exception in a Bytewax map would stop the whole flow.
 """
@@ -27,7 +28,8 @@ from prometheus_client import Counter
 
 from flows.idempotent_sink import IdempotentKafkaSink
 from flows.kafka_io import dead_letter_message, kafka_add_config, kafka_error_dead_letter
-from flows.rolling import rolling_aggregate
+from flows.micro_batch import WorkerLocalKey, micro_batch
+from flows.rolling import RollingResult, rolling_aggregate
 from flows.scoring import BatchScorer, Ingested
 from models.features import CUSTOMER_WINDOWS
 from streamguard.events import DeadLetter, Decision, dead_letter, decode_transaction, encode, to_epoch_us
@@ -66,7 +68,7 @@ def late_letter(item: tuple[Ingested, str]) -> DeadLetter:
 
 
 def _score_safely(scorer: BatchScorer):
-    def score(batch: list) -> list[Decision | DeadLetter]:
+    def score(batch: list[tuple[Ingested, RollingResult]]) -> list[Decision | DeadLetter]:
         try:
             return scorer(batch)
         except Exception:  # noqa: BLE001 - one bad batch must not stop the flow
@@ -119,7 +121,18 @@ def get_flow(settings: Settings) -> Dataflow:
         windows=[timedelta(seconds=s) for _, s in CUSTOMER_WINDOWS],
         allowed_lateness=timedelta(seconds=settings.allowed_lateness_s),
     )
-    results = op.flat_map_batch("score_batch", rolled.down, _score_safely(BatchScorer(settings)))
+    # One micro-batch per worker: full at `score_batch_max_rows`, or closed once its oldest transaction
+    # has waited `score_batch_max_wait_ms` since it was read, so batches grow with load within a budget.
+    worker_key = WorkerLocalKey()
+    groups = op.map("group_by_worker", rolled.down, lambda b: (worker_key(b.shard), b.rows()))
+    batches = micro_batch(
+        "wait_for_batch",
+        groups,
+        max_rows=settings.score_batch_max_rows,
+        max_wait=timedelta(milliseconds=settings.score_batch_max_wait_ms),
+        since=lambda row: row[0].ingested,
+    )
+    results = op.flat_map("score_batch", batches, _score_safely(BatchScorer(settings)))
     scored = op.branch("split_failed", results, lambda x: isinstance(x, Decision))
 
     # Decisions and alerts are written once per transaction, even across a crash and resume.

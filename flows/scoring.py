@@ -1,7 +1,7 @@
 """Turn a micro-batch of transactions with their customer aggregates into decisions.
 
-One call per batch that Bytewax hands the step (up to the Kafka read size, so batches grow with load and
-shrink to single events when traffic is light): one feature query, one XGBoost call, then a decision per
+One call per micro-batch (`flows.micro_batch`: closed when full or when its oldest transaction has waited
+the latency budget, so batches grow with load): one feature query, one XGBoost call, then a decision per
 transaction. State that is not thread-safe (the SQL connection, the models) is one per process, locked.
 """
 

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     """Scores at or above this are sent to review (and to the alerts topic)."""
     decline_threshold: float = Field(0.9, ge=0, le=1)
     """Scores at or above this are declined."""
+    score_batch_max_rows: int = Field(4096, ge=1)
+    """A micro-batch (one feature query, one model call) closes as soon as it holds this many transactions."""
+    score_batch_max_wait_ms: float = Field(20.0, ge=0)
+    """Latency budget: a micro-batch also closes once its oldest transaction has waited this long since the
+    flow read it, full or not (0 closes each batch as soon as it arrives)."""
 
     # -- Bytewax recovery (used by `streamguard flow run`) ------------------------------------------------------
     recovery_partitions: int = Field(4, ge=1)

@@ -6,7 +6,8 @@ See `flows.rolling.state` for the exact semantics (windows, lateness, memory bou
 
 from __future__ import annotations
 
+from flows.rolling.batch import RollingBatch, RollingResult
 from flows.rolling.operator import RollingOut, rolling_aggregate, shard_of
-from flows.rolling.state import RollingResult, RollingState
+from flows.rolling.state import RollingState
 
-__all__ = ["RollingOut", "RollingResult", "RollingState", "rolling_aggregate", "shard_of"]
+__all__ = ["RollingBatch", "RollingOut", "RollingResult", "RollingState", "rolling_aggregate", "shard_of"]

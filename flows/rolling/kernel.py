@@ -47,20 +47,20 @@ LATE_KEY, LATE_SHARD = 1, 2
 
 @njit(cache=True, nogil=True)
 def fold_batch(
-    ts_arena, val_arena, meta, scalars, config, slot_times, values, start, late, no_prev, counts, floats, marks
+    ts_arena, val_arena, meta, scalars, config, slot_times, values, start, late, counts, floats, marks
 ):  # fmt: skip  # pragma: no cover - compiled; covered through RollingState
     """Fold events `start..` into their keys' rings and write each event's aggregates.
 
-    `slot_times` rows: each event's slot and time. Returns `(stop, late, no_prev)`: `stop` is the index
-    of the first event not processed, `len(values)` when done, smaller when the arena has no room to
-    grow that event's ring (the caller makes room and calls again from there with the returned counts;
-    the work already done for that event is idempotent). `late` and `no_prev` count the events so far rejected, and accepted without a previous
-    event in the longest window; `marks` lists their indices so the caller touches only those.
+    `slot_times` rows: each event's slot and time. Returns `(stop, late)`: `stop` is the index of the
+    first event not processed, `len(values)` when done, smaller when the arena has no room to grow that
+    event's ring (the caller makes room and calls again from there with the returned count; the work
+    already done for that event is idempotent). `late` counts the events so far rejected; `marks` lists
+    them, so the caller touches only those.
 
     `config` is `[lateness, n_windows, windows ascending..., output row of each...]`.
     `counts` rows: count per window. `floats` rows: sums, means, maxes per window, then seconds since the
-    previous event. `marks` rows, first `late` columns: late events' indices, why, the watermark each
-    failed; last row, first `no_prev` columns: indices of events without a previous event.
+    previous event (NaN when the longest window holds none). `marks` rows, first `late` columns: late
+    events' indices, why, the watermark each failed. Late events' output columns are not written.
     """
     lateness = config[0]
     n_win = config[1]
@@ -115,7 +115,7 @@ def fold_batch(
                 meta[s, SIZE] = size
                 scalars[TOP] = top
                 scalars[SHARD_MAX] = shard_max
-                return i, late, no_prev
+                return i, late
             for j in range(size):
                 p = base + ((head + j) & mask)
                 ts_arena[top + j] = ts_arena[p]
@@ -185,12 +185,10 @@ def fold_batch(
         if before > t - lmax:
             floats[prev_row, i] = (t - before) / 1e6
         else:
-            floats[prev_row, i] = 0.0
-            marks[3, no_prev] = i
-            no_prev += 1
+            floats[prev_row, i] = np.nan
     scalars[TOP] = top
     scalars[SHARD_MAX] = shard_max
-    return n, late, no_prev
+    return n, late
 
 
 @njit(cache=True, nogil=True)

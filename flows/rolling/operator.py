@@ -6,8 +6,10 @@ here a Bytewax key is a *shard* (`crc32(key) % shards`) whose logic holds a `Rol
 cards routed to it: Bytewax sees `shards` keys however many cards there are, and each shard folds a whole
 batch per call. crc32 is stable across processes, unlike `hash()`, so every worker routes a card alike.
 
-Each input batch is grouped by shard before Bytewax sees it, and each shard emits one object per
-batch, so Bytewax moves one item per shard per batch rather than one per event.
+Each input batch is grouped by shard before Bytewax sees it (keys, items, and event times and values
+as arrays), and each shard emits one `RollingBatch` per batch: its results as columns straight from the
+kernel. Bytewax so moves one item per shard per batch rather than one per event, and no per-event
+result object is built unless a consumer asks for rows.
 
 `shards` is fixed for the life of a recovery store: resuming with another value would route cards to
 shards that do not hold their state. More shards than workers lets Bytewax spread them; 64 suits up to
@@ -25,16 +27,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from itertools import chain
 from operator import itemgetter
 from typing import Any, Generic, TypeVar
 from zlib import crc32
 
 import bytewax.operators as op
+import numpy as np
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
-from flows.rolling.state import RollingResult, RollingState
+from flows.rolling.batch import RollingBatch
+from flows.rolling.state import RollingState
 
 X = TypeVar("X")
 """Type of the upstream items."""
@@ -49,8 +52,10 @@ def shard_of(key: str, shards: int) -> int:
 class RollingOut(Generic[X]):
     """Streams returned by `rolling_aggregate`."""
 
-    down: Stream[tuple[X, RollingResult]]
-    """One `(item, result)` per accepted item, in the order each shard received them."""
+    down: Stream[RollingBatch[X]]
+    """Accepted items with their aggregates, one `RollingBatch` per shard per input batch; each shard's
+    items in the order it received them. `op.flat_map("rows", down, RollingBatch.rows)` gives
+    `(item, RollingResult)` per item."""
     late: Stream[tuple[X, str]]
     """`(item, reason)` per item rejected as late; it was not folded into any state."""
 
@@ -60,34 +65,49 @@ class _ShardOut:
 
     __slots__ = ("down", "late")
 
-    def __init__(self, down: list[tuple[Any, RollingResult]], late: list[tuple[Any, str]]) -> None:
+    def __init__(self, down: RollingBatch | None, late: list[tuple[Any, str]]) -> None:
         self.down = down
         self.late = late
 
 
+class _ShardIn:
+    """One shard's share of an input batch: keys, items, event times and values, in arrival order."""
+
+    __slots__ = ("items", "keys", "times", "values")
+
+    def __init__(self, keys: list[str], items: list, times: np.ndarray, values: np.ndarray) -> None:
+        self.keys = keys
+        self.items = items
+        self.times = times
+        self.values = values
+
+
 class _ShardLogic(StatefulBatchLogic):
-    """Feed one shard's groups of `(keys, items)` through its `RollingState`."""
+    """Feed one shard's groups of events through its `RollingState`."""
 
-    def __init__(
-        self, state: RollingState, ts_us: Callable[[Any], int], value: Callable[[Any], float]
-    ) -> None:
+    def __init__(self, state: RollingState) -> None:
         self.state = state
-        self.ts_us = ts_us
-        self.value = value
 
-    def on_batch(self, values: list[tuple[list[str], list[Any]]]) -> tuple[list[_ShardOut], bool]:
+    def on_batch(self, values: list[_ShardIn]) -> tuple[list[_ShardOut], bool]:
         if len(values) == 1:
-            keys, items = values[0]
+            group = values[0]
+            keys, items, times, vals = group.keys, group.items, group.times, group.values
         else:
-            keys = [k for group in values for k in group[0]]
-            items = [x for group in values for x in group[1]]
-        results = self.state.process(keys, list(map(self.ts_us, items)), list(map(self.value, items)))
-        if self.state.last_late:
-            down = [(x, r) for x, r in zip(items, results, strict=True) if type(r) is not str]
-            late = [(x, r) for x, r in zip(items, results, strict=True) if type(r) is str]
-            out = _ShardOut(down, late)
+            keys = [k for g in values for k in g.keys]
+            items = [x for g in values for x in g.items]
+            times = np.concatenate([g.times for g in values])
+            vals = np.concatenate([g.values for g in values])
+        batch, late = self.state.process_columns(keys, times, vals)
+        if late:
+            late_at = {i for i, _ in late}
+            keep = [i for i in range(len(items)) if i not in late_at]
+            down = None
+            if keep:
+                down = RollingBatch([items[i] for i in keep], batch.counts[:, keep], batch.floats[:, keep])
+            out = _ShardOut(down, [(items[i], reason) for i, reason in late])
         else:
-            out = _ShardOut(list(zip(items, results, strict=True)), [])
+            batch.items = items
+            out = _ShardOut(batch, [])
         # Never discard: even a shard whose keys are all idle holds the horizon that late checks use.
         return [out], StatefulBatchLogic.RETAIN
 
@@ -95,12 +115,17 @@ class _ShardLogic(StatefulBatchLogic):
         return self.state.snapshot()
 
 
-def _downs(batch: list[tuple[str, _ShardOut]]) -> list[tuple[Any, RollingResult]]:
-    return list(chain.from_iterable([out.down for _, out in batch]))
+def _downs(batch: list[tuple[str, _ShardOut]]) -> list[RollingBatch]:
+    downs = []
+    for shard, out in batch:
+        if out.down is not None:
+            out.down.shard = shard
+            downs.append(out.down)
+    return downs
 
 
 def _lates(batch: list[tuple[str, _ShardOut]]) -> list[tuple[Any, str]]:
-    return list(chain.from_iterable([out.late for _, out in batch]))
+    return [x for _, out in batch for x in out.late]
 
 
 @operator
@@ -135,27 +160,33 @@ def rolling_aggregate(
         raise ValueError(f"shards must be at least 1, got {shards}")
     names = [str(i) for i in range(shards)]
 
-    def route(batch: list[X]) -> list[tuple[str, tuple[list[str], list[X]]]]:
+    def route(batch: list[X]) -> list[tuple[str, _ShardIn]]:
         # Group the input batch by shard: Bytewax then routes one item per shard, not one per event.
+        n = len(batch)
         keys = list(map(key, batch))
-        members: list[list[int]] = [[] for _ in range(shards)]
-        for i, k in enumerate(keys):
-            members[crc32(k.encode()) % shards].append(i)
+        times = np.fromiter(map(ts_us, batch), np.int64, n)
+        vals = np.fromiter(map(value, batch), np.float64, n)
+        shard = np.fromiter([crc32(k.encode()) for k in keys], np.int64, n) % shards
+        order = np.argsort(shard, kind="stable")
+        ends = np.searchsorted(shard[order], np.arange(1, shards + 1)).tolist()
+        if n < 2:
+            keys_by, items_by = keys, list(batch)
+        else:
+            pick = itemgetter(*order.tolist())
+            keys_by, items_by = list(pick(keys)), list(pick(batch))
+        times, vals = times[order], vals[order]
         out = []
-        for shard, idx in enumerate(members):
-            if len(idx) > 1:
-                pick = itemgetter(*idx)
-                out.append((names[shard], (list(pick(keys)), list(pick(batch)))))
-            elif idx:
-                out.append((names[shard], ([keys[idx[0]]], [batch[idx[0]]])))
+        lo = 0
+        for s, hi in enumerate(ends):
+            if hi > lo:
+                out.append((names[s], _ShardIn(keys_by[lo:hi], items_by[lo:hi], times[lo:hi], vals[lo:hi])))
+                lo = hi
         return out
 
     def build(resume: dict | None) -> _ShardLogic:
         if resume is None:
-            state = RollingState(windows, allowed_lateness)
-        else:
-            state = RollingState.restore(resume, windows, allowed_lateness)
-        return _ShardLogic(state, ts_us, value)
+            return _ShardLogic(RollingState(windows, allowed_lateness))
+        return _ShardLogic(RollingState.restore(resume, windows, allowed_lateness))
 
     routed = op.flat_map_batch("route", up, route)
     events = op.stateful_batch("shard", routed, build)

@@ -32,26 +32,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
-import msgspec
 import numpy as np
 
 from flows.rolling import kernel as K
+from flows.rolling.batch import RollingBatch, RollingResult
 
 SNAPSHOT_VERSION = 1
-MAX_BATCH = 8192
-"""Longest run of events one kernel call takes; longer calls are split, to bound the output buffers."""
-
-
-class RollingResult(msgspec.Struct, frozen=True, gc=False):
-    """Aggregates over each trailing window for one event, windows in the order they were configured."""
-
-    counts: tuple[int, ...]
-    sums: tuple[float, ...]
-    means: tuple[float, ...]
-    """`sum / count`; count is at least 1 since the event itself is included."""
-    maxes: tuple[float, ...]
-    secs_since_prev: float | None
-    """Event-time seconds since the key's previous event within the longest window, else None."""
 
 
 def to_us(d: timedelta) -> int:
@@ -88,8 +74,8 @@ class RollingState:
         self._ts = np.zeros(1024, np.int64)
         self._val = np.zeros(1024, np.float64)
         self._scalars = np.array([0, K.NO_TS], np.int64)
-        self._counts = self._floats = self._marks = np.zeros((0, 0), np.int64)
-        self._grow_buffers(64)
+        self._marks = np.zeros((3, 1024), np.int64)
+        """Kernel scratch: late events' indices, reasons and watermarks."""
         self._since_sweep = 0
         self.accepted = 0
         """Events folded in since this state was built (not restored from a snapshot)."""
@@ -116,82 +102,90 @@ class RollingState:
     ) -> list[RollingResult | str]:
         """Fold events in, in the given order; return per event its result, or the reason it was late.
 
-        A `str` entry means that event was rejected and not folded in.
+        A `str` entry means that event was rejected and not folded in. Builds a Python object per event;
+        `process_columns` is the fast path.
         """
-        n = len(keys)
-        if n > MAX_BATCH:  # bounds the output buffers, which are kept between calls
-            results = []
-            late = 0
-            for lo in range(0, n, MAX_BATCH):
-                hi = lo + MAX_BATCH
-                results += self.process(keys[lo:hi], times_us[lo:hi], values[lo:hi])
-                late += self.last_late
-            self.last_late = late
-            return results
-        n_late, n_no_prev = self._fold(keys, times_us, values)
-        w = self._n_win
-        rows = self._floats[:, :n].tolist()
-        prev = rows[3 * w]
-        if n_no_prev:
-            for i in self._marks[3, :n_no_prev].tolist():
-                prev[i] = None
-        results: list[RollingResult | str] = list(
-            map(
-                RollingResult,
-                zip(*self._counts[:, :n].tolist(), strict=True),
-                zip(*rows[:w], strict=True),
-                zip(*rows[w : 2 * w], strict=True),
-                zip(*rows[2 * w : 3 * w], strict=True),
-                prev,
-            )
-        )
-        if n_late:
-            for i, status, wm in zip(*self._marks[:3, :n_late].tolist(), strict=True):
-                results[i] = self._late_reason(status, int(times_us[i]), wm)
-        self._maybe_sweep(n)
+        batch, late = self.process_columns(keys, times_us, values)
+        results: list[RollingResult | str] = batch.results()
+        for i, reason in late:
+            results[i] = reason
         return results
 
+    def process_columns(
+        self, keys: Sequence[str], times_us: Sequence[int] | np.ndarray, values: Sequence[float] | np.ndarray
+    ) -> tuple[RollingBatch[int], list[tuple[int, str]]]:
+        """Fold events in, in the given order; return every event's aggregates as columns, and the late.
+
+        The batch's items are the events' indices in the input; its columns hold all events, late ones
+        included, whose columns are meaningless. The list names each late event's index and reason.
+        """
+        n = len(keys)
+        counts = np.empty((self._n_win, n), np.int64)
+        floats = np.empty((3 * self._n_win + 1, n), np.float64)
+        n_late = self._fold(keys, times_us, values, counts, floats)
+        late: list[tuple[int, str]] = []
+        if n_late:
+            for i, status, wm in zip(*self._marks[:, :n_late].tolist(), strict=True):
+                late.append((i, self._late_reason(status, int(times_us[i]), wm)))
+        self._maybe_sweep(n)
+        return RollingBatch(range(n), counts, floats), late
+
     def fold(self, keys: Sequence[str], times_us: Sequence[int], values: Sequence[float]) -> int:
-        """Fold events in like `process` without building results (e.g. to warm up from history).
+        """Fold events in like `process` without keeping results (e.g. to warm up from history).
 
         Returns how many were rejected as late.
         """
         n_late = 0
-        for lo in range(0, len(keys), MAX_BATCH):
-            hi = lo + MAX_BATCH
-            n_late += self._fold(keys[lo:hi], times_us[lo:hi], values[lo:hi])[0]
-            self._maybe_sweep(min(hi, len(keys)) - lo)
+        step = 8192  # bounds the throwaway output buffers
+        for lo in range(0, len(keys), step):
+            hi = min(lo + step, len(keys))
+            counts = np.empty((self._n_win, hi - lo), np.int64)
+            floats = np.empty((3 * self._n_win + 1, hi - lo), np.float64)
+            n_late += self._fold(keys[lo:hi], times_us[lo:hi], values[lo:hi], counts, floats)
+            self._maybe_sweep(hi - lo)
         self.last_late = n_late
         return n_late
 
-    def _fold(self, keys: Sequence[str], times_us: Sequence[int], values: Sequence[float]) -> tuple[int, int]:
-        """Run the kernel over a batch; return (late, accepted without a previous event)."""
+    def _fold(
+        self,
+        keys: Sequence[str],
+        times_us: Sequence[int] | np.ndarray,
+        values: Sequence[float] | np.ndarray,
+        counts: np.ndarray,
+        floats: np.ndarray,
+    ) -> int:
+        """Run the kernel over a batch, writing results to `counts`, `floats` and the late to `_marks`.
+
+        Returns how many were late.
+        """
         n = len(keys)
         if n == 0:
             self.last_late = 0
-            return 0, 0
+            return 0
         slots = list(map(self._slot_of.get, keys))
         if None in slots:
             self._add_keys(keys, slots)
-        if self._counts.shape[1] < n:
-            self._grow_buffers(n)
-        counts, floats, marks = self._counts, self._floats, self._marks
-        slot_times = np.array((slots, times_us), np.int64)
-        vals = np.array(values, np.float64)
-        stop, n_late, n_no_prev = K.fold_batch(
+        if self._marks.shape[1] < n:
+            self._marks = np.zeros((3, max(n, 2 * self._marks.shape[1])), np.int64)
+        marks = self._marks
+        slot_times = np.empty((2, n), np.int64)
+        slot_times[0] = slots
+        slot_times[1] = times_us
+        vals = np.asarray(values, np.float64)
+        stop, n_late = K.fold_batch(
             self._ts, self._val, self._meta, self._scalars, self._config,
-            slot_times, vals, 0, 0, 0, counts, floats, marks,
+            slot_times, vals, 0, 0, counts, floats, marks,
         )  # fmt: skip
         while stop < n:  # the arena was full: make room, go on from there
             self._make_room(2 * int(self._meta[slots[stop], K.CAP]) or K.MIN_CAP)
-            stop, n_late, n_no_prev = K.fold_batch(
+            stop, n_late = K.fold_batch(
                 self._ts, self._val, self._meta, self._scalars, self._config,
-                slot_times, vals, stop, n_late, n_no_prev, counts, floats, marks,
+                slot_times, vals, stop, n_late, counts, floats, marks,
             )  # fmt: skip
         self.accepted += n - n_late
         self.late += n_late
         self.last_late = n_late
-        return n_late, n_no_prev
+        return n_late
 
     def _maybe_sweep(self, n: int) -> None:
         # Amortised: a sweep costs O(keys) compiled work, so run one per `keys / 2` events at most.
@@ -211,14 +205,6 @@ class RollingState:
             f"latest event time minus allowed lateness {late} minus the longest window "
             f"{timedelta(microseconds=self._lmax)}"
         )
-
-    def _grow_buffers(self, n: int) -> None:
-        # Output buffers are reused across calls (results are copied out by `tolist`), since
-        # allocating them costs about as much per call as folding a small batch.
-        width = max(n, 2 * self._counts.shape[1])
-        self._counts = np.zeros((self._n_win, width), np.int64)
-        self._floats = np.zeros((3 * self._n_win + 1, width), np.float64)
-        self._marks = np.zeros((4, width), np.int64)
 
     def _add_keys(self, keys: Sequence[str], slots: list[int | None]) -> None:
         """Fill in the slots of keys not seen before (`None` in `slots`), giving each key one slot.

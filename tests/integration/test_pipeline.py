@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import time
+from collections import Counter
 from datetime import timedelta
 
 import msgspec
@@ -32,6 +33,8 @@ from streamguard.sqlstore import connect
 from streamguard.topics import read_all
 
 DAYS, DELAY = 42, 7
+BATCH_ROWS = 50
+"""A small micro-batch limit, so that the backlog replay fills many batches to it."""
 MALFORMED = [
     b"\xff\xfe not json",
     b'{"transaction_id": 1, "ts": "2026-01-01T00:00:00Z", "customer_id": "C1", "terminal_id": "T1", "amount": -5}',
@@ -47,6 +50,7 @@ def pipeline(local_stack, tmp_path_factory):
             "state_dir": tmp_path_factory.mktemp("pipeline"),
             "topic_prefix": "pipe_",
             "sql_schema": "pipe",
+            "score_batch_max_rows": BATCH_ROWS,
         }
     )
     txns, labels = simulate(SimulationConfig(days=DAYS, customers=400, terminals=800, seed=3))
@@ -79,6 +83,16 @@ def test_every_transaction_gets_exactly_one_decision(pipeline):
     assert sorted(ids) == sorted(txns["transaction_id"].tolist())
     assert all(d.model_version is None and d.score is None and d.decision == "approve" for d in decisions)
     assert not any(d.degraded for d in decisions)
+
+
+def test_micro_batches_never_exceed_the_limit_and_fill_up_under_a_backlog(pipeline):
+    _, txns, _, decisions = pipeline
+    # A batch is scored in one call, so its decisions share one `scored` time.
+    sizes = Counter(d.stages.scored for d in decisions).values()
+    assert max(sizes) == BATCH_ROWS, "a replayed backlog should fill batches to the limit"
+    assert sum(sizes) == len(txns)
+    full = sum(n for n in sizes if n == BATCH_ROWS)
+    assert full > len(txns) / 2, f"only {full} of {len(txns)} transactions were scored in full batches"
 
 
 def test_stage_timestamps_are_ordered(pipeline):
@@ -191,6 +205,19 @@ def test_no_decision_is_duplicated_in_the_sql_store(pipeline):
         examples = conn.execute("SELECT count(*), sum(is_fraud::int) FROM training_examples").fetchone()
     assert n == distinct == len(txns)
     assert examples[0] == len(txns) and examples[1] > 0
+
+
+def test_the_mirror_keeps_planner_statistics_fresh_for_the_views(pipeline):
+    settings, txns, _, _ = pipeline
+    with connect(settings) as conn:
+        analyzed = conn.execute(
+            "SELECT relname FROM pg_stat_user_tables WHERE schemaname = %s AND last_analyze IS NOT NULL",
+            (settings.sql_schema,),
+        ).fetchall()
+        plan = conn.execute("EXPLAIN (FORMAT JSON) SELECT * FROM training_examples").fetchone()[0]
+    assert {"transactions_src", "labels_src", "decisions_src"} <= {r[0] for r in analyzed}
+    # Without statistics PostgreSQL guesses 200 rows here, and plans a nested loop that takes minutes.
+    assert plan[0]["Plan"]["Plan Rows"] > len(txns) / 2
 
 
 def test_training_from_the_views_beats_chance_by_a_wide_margin(pipeline, capsys):

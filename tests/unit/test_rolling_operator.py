@@ -11,7 +11,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from flows.rolling import RollingResult, RollingState, rolling_aggregate, shard_of
+from flows.rolling import RollingBatch, RollingResult, RollingState, rolling_aggregate, shard_of
 
 S = 1_000_000
 WINDOWS = (timedelta(minutes=10), timedelta(hours=1), timedelta(days=1))
@@ -37,7 +37,8 @@ def build_flow(events, down: list, late: list, shards: int = 8) -> Dataflow:
         "rolling", up, key=lambda e: e["card"], ts_us=lambda e: e["us"], value=lambda e: e["amount"],
         windows=WINDOWS, allowed_lateness=LATENESS, shards=shards,
     )  # fmt: skip
-    op.output("down", op.map("down_id", out.down, lambda xr: (xr[0]["id"], xr[1])), TestingSink(down))
+    rows = op.flat_map("rows", out.down, RollingBatch.rows)
+    op.output("down", op.map("down_id", rows, lambda xr: (xr[0]["id"], xr[1])), TestingSink(down))
     op.output("late", op.map("late_id", out.late, lambda xr: (xr[0]["id"], xr[1])), TestingSink(late))
     return flow
 
