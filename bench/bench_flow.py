@@ -80,34 +80,62 @@ def _run_flows(settings: Settings, logs: Path, api_port: int | None = None):
     ]
 
 
-def _lookup_metrics(api_port: int) -> dict[str, float]:
-    """Scrape the flow's /metrics: per-batch feature lookup latency quantiles and the cache hit ratio."""
+def _scrape(api_port: int) -> dict[str, list[tuple[dict, float]]]:
+    """Return the flow's /metrics samples by name: `[(labels, value), ...]`."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=5).read().decode()
-    buckets: list[tuple[float, float]] = []
-    out: dict[str, float] = {}
+    out: dict[str, list[tuple[dict, float]]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "streamguard_feature_lookup_seconds_bucket":
-                buckets.append((float(sample.labels["le"]), sample.value))
-            elif sample.name == "streamguard_feature_lookups_total":
-                out[sample.labels["result"]] = sample.value
-    buckets.sort()
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def _buckets(samples: dict, name: str, since: dict | None = None) -> list[tuple[float, float]]:
+    """Return a histogram's cumulative `(le, count)` buckets, minus those of an earlier scrape."""
+    earlier = dict(_buckets(since, name)) if since else {}
+    rows = [(float(lab["le"]), v - earlier.get(float(lab["le"]), 0.0)) for lab, v in samples.get(name, [])]
+    return sorted(rows)
+
+
+def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """Return the upper bound of the bucket holding the q-th observation (inf when past the last bound)."""
     total = buckets[-1][1] if buckets else 0
+    return next((le for le, n in buckets if n >= q * total and total), float("inf"))
 
-    def quantile(q: float) -> float:  # upper bound of the bucket holding the q-th batch
-        return next((le for le, n in buckets if n >= q * total), float("inf")) * 1000
 
-    hits, misses = out.get("hit", 0.0), out.get("miss", 0.0)
+def _lookup_metrics(samples: dict) -> dict[str, float]:
+    """Return per-batch feature lookup latency quantiles and the cache hit ratio."""
+    buckets = _buckets(samples, "streamguard_feature_lookup_seconds_bucket")
+    results = {lab["result"]: v for lab, v in samples.get("streamguard_feature_lookups_total", [])}
+    hits, misses = results.get("hit", 0.0), results.get("miss", 0.0)
     return {
-        "batches": total,
-        "p50_ms": quantile(0.5),
-        "p99_ms": quantile(0.99),
+        "batches": buckets[-1][1] if buckets else 0,
+        "p50_ms": _quantile(buckets, 0.5) * 1000,
+        "p99_ms": _quantile(buckets, 0.99) * 1000,
         "hit_ratio": hits / (hits + misses) if hits + misses else float("nan"),
     }
+
+
+def _batch_metrics(samples: dict, since: dict | None = None) -> str:
+    """Describe the scoring micro-batches closed since an earlier scrape: sizes, waits, why they closed."""
+    rows = _buckets(samples, "streamguard_micro_batch_rows_bucket", since)
+    waits = _buckets(samples, "streamguard_micro_batch_wait_seconds_bucket", since)
+    earlier = {lab["reason"]: v for lab, v in (since or {}).get("streamguard_micro_batches_total", [])}
+    reasons = {
+        lab["reason"]: v - earlier.get(lab["reason"], 0.0)
+        for lab, v in samples.get("streamguard_micro_batches_total", [])
+    }
+    total = rows[-1][1] if rows else 0
+    why = ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(reasons.items()) if v) if total else "-"
+    return (
+        f"{total:,.0f} batches; rows p50 <= {_quantile(rows, 0.5):,.0f}, p99 <= {_quantile(rows, 0.99):,.0f}; "
+        f"oldest row's wait at close p50 <= {_quantile(waits, 0.5) * 1000:.0f} ms, "
+        f"p99 <= {_quantile(waits, 0.99) * 1000:.0f} ms; closed: {why}"
+    )
 
 
 def _wait(count: _DecisionCounter, expected: int, procs, timeout_s: float = 1200) -> tuple[float, float]:
@@ -124,6 +152,18 @@ def _wait(count: _DecisionCounter, expected: int, procs, timeout_s: float = 1200
         if any(p.poll() is not None for p in procs) or now > deadline:
             raise RuntimeError(f"{n}/{expected} decisions; see logs")
         time.sleep(0.2)
+
+
+def _wait_for_store(settings: Settings, decisions: int, procs, timeout_s: float = 600) -> None:
+    """Wait until the SQL store holds `decisions` decision messages."""
+    from streamguard.sqlstore import connect
+
+    deadline = time.monotonic() + timeout_s
+    with connect(settings) as conn:
+        while conn.execute("SELECT count(*) FROM decisions_src").fetchone()[0] < decisions:
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                raise RuntimeError("the mirror did not copy the backlog's decisions into SQL; see logs")
+            time.sleep(0.5)
 
 
 def _renumbered(txns, labels, offset: int):
@@ -191,7 +231,11 @@ def main() -> None:
     try:
         first, last = _wait(count, len(txns2), procs)
         throughput = len(txns2) / (last - first)
-        lookups = _lookup_metrics(api_port)
+        backlog_metrics = _scrape(api_port)
+        lookups = _lookup_metrics(backlog_metrics)
+        # The mirror copies the backlog's decisions into SQL after the flow made them: let it finish, so
+        # the latency phase does not share the two cores with that catch-up.
+        _wait_for_store(hot, len(txns2), procs)
         # 3. latency at a fixed rate, flow warm
         more, more_labels = _renumbered(
             *simulate(SimulationConfig(days=7, start=start + timedelta(days=2 * args.days), **cfg)), 2 * 10**8
@@ -203,6 +247,7 @@ def main() -> None:
         before = count()
         replay(hot, live_t, live_l, max_rate=args.rate, progress=False)
         _wait(count, before + len(live_t), procs, timeout_s=120)
+        live_metrics = _scrape(api_port)
     finally:
         stop_flows(procs)
     decisions = [d for d in _decisions(hot) if d.transaction_id in set(live_t["transaction_id"].tolist())]
@@ -225,11 +270,16 @@ def main() -> None:
         f"p50 <= {lookups['p50_ms']:.1f} ms, p99 <= {lookups['p99_ms']:.1f} ms (histogram bucket bounds); "
         f"cache hit ratio {lookups['hit_ratio']:.3f}"
     )
+    print(f"scoring micro-batches during the backlog: {_batch_metrics(backlog_metrics)}")
+    print(
+        f"scoring micro-batches live: {_batch_metrics(live_metrics, backlog_metrics)} "
+        f"(limits: {hot.score_batch_max_rows} rows, {hot.score_batch_max_wait_ms:g} ms)"
+    )
     print(f"latency at {args.rate:.0f} msg/s ({len(decisions):,} transactions), milliseconds:")
     for name, (a, b) in {
         "event -> decision": ("produced", "emitted"),
         "kafka -> flow": ("produced", "ingested"),
-        "features (rolling + SQL)": ("ingested", "features_ready"),
+        "rolling + batch wait + SQL": ("ingested", "features_ready"),
         "scoring": ("features_ready", "scored"),
         "encode -> emit": ("scored", "emitted"),
     }.items():

@@ -39,7 +39,7 @@ BATCH_WAIT = Histogram(
     "streamguard_micro_batch_wait_seconds",
     "How long the oldest row of a micro-batch had waited when it closed",
     ["step_id"],
-    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5),
 )
 BATCHES = Counter(
     "streamguard_micro_batches", "Micro-batches closed, by why they closed", ["step_id", "reason"]

@@ -93,17 +93,3 @@ class RollingBatch(Generic[X]):
     def rows(self) -> list[tuple[X, RollingResult]]:
         """Return `(item, result)` per event, e.g. for `op.flat_map("rows", out.down, RollingBatch.rows)`."""
         return list(zip(self.items, self.results(), strict=True))
-
-    @staticmethod
-    def concat(batches: Sequence[RollingBatch[X]]) -> RollingBatch[X]:
-        """Join batches of the same windows into one, rows in the given order."""
-        if len(batches) == 1:
-            return batches[0]
-        items = [x for b in batches for x in b.items]
-        if not batches:
-            return RollingBatch(items, np.zeros((0, 0), np.int64), np.zeros((1, 0), np.float64))
-        return RollingBatch(
-            items,
-            np.concatenate([b.counts for b in batches], axis=1),
-            np.concatenate([b.floats for b in batches], axis=1),
-        )

@@ -222,3 +222,35 @@ def test_snapshot_restore_round_trip_gives_identical_results():
 def test_bad_configuration_is_refused(windows, lateness):
     with pytest.raises(ValueError):
         RollingState(windows, lateness)
+
+
+def test_columns_match_per_event_results_and_mark_late_events():
+    rnd = random.Random(11)
+    events = [
+        (f"k{rnd.randrange(5)}", 10**15 + i * 7 * S - rnd.choice([0, 0, 20 * MIN]), float(i))
+        for i in range(400)
+    ]
+    keys, times, values = (list(c) for c in zip(*events, strict=True))
+    per_event = RollingState(WINDOWS, timedelta(minutes=5)).process(keys, times, values)
+    batch, late = RollingState(WINDOWS, timedelta(minutes=5)).process_columns(
+        keys, np.array(times), np.array(values)
+    )
+    assert [i for i, _ in late] == [i for i, r in enumerate(per_event) if isinstance(r, str)]
+    assert late, "the data should hold late events"
+    late_at = {i for i, _ in late}
+    w = len(WINDOWS)
+    assert batch.counts.shape == (w, len(events)) and batch.floats.shape == (3 * w + 1, len(events))
+    for i, want in enumerate(per_event):
+        if i in late_at:
+            continue
+        assert tuple(batch.counts[:, i]) == want.counts
+        assert tuple(batch.sums[:, i]) == want.sums and tuple(batch.means[:, i]) == want.means
+        assert tuple(batch.maxes[:, i]) == want.maxes
+        prev = batch.secs_since_prev[i]
+        assert (want.secs_since_prev is None and math.isnan(prev)) or prev == want.secs_since_prev
+    # A batch pickles (Bytewax moves it between processes), and its rows rebuild the per-event results.
+    again = pickle.loads(pickle.dumps(batch))
+    rows = again.rows()
+    assert [r for i, (_, r) in enumerate(rows) if i not in late_at] == [
+        r for i, r in enumerate(per_event) if i not in late_at
+    ]
