@@ -27,12 +27,7 @@ from bytewax.dataflow import Dataflow
 from prometheus_client import Counter
 
 from flows.idempotent_sink import IdempotentKafkaSink
-from flows.kafka_io import (
-    dead_letter_message,
-    kafka_add_config,
-    kafka_consumer_add_config,
-    kafka_error_dead_letter,
-)
+from flows.kafka_io import dead_letter_message, kafka_add_config, kafka_error_dead_letter
 from flows.micro_batch import WorkerLocalKey, micro_batch
 from flows.rolling import RollingResult, rolling_aggregate
 from flows.scoring import BatchScorer, Ingested
@@ -111,7 +106,7 @@ def get_flow(settings: Settings) -> Dataflow:
         flow,
         brokers=brokers,
         topics=[settings.topic("transactions")],
-        add_config=kafka_consumer_add_config(settings),
+        add_config=add_config,
         batch_size=settings.kafka_batch_size,
     )
     decoded = op.map("decode", inp.oks, decode)

@@ -15,11 +15,6 @@ def kafka_add_config(settings: Settings) -> dict[str, str]:
     return conf
 
 
-def kafka_consumer_add_config(settings: Settings) -> dict[str, str]:
-    """Return `kafka_add_config` plus the consumer-only settings, for Bytewax's Kafka inputs."""
-    return {**kafka_add_config(settings), "fetch.wait.max.ms": str(settings.kafka_fetch_wait_max_ms)}
-
-
 def kafka_error_dead_letter(err: KafkaError) -> DeadLetter:
     """Describe a consumer or deserialisation error from Bytewax's Kafka source as a dead letter.
 

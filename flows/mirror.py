@@ -23,12 +23,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg import sql
 
-from flows.kafka_io import (
-    dead_letter_message,
-    kafka_add_config,
-    kafka_consumer_add_config,
-    kafka_error_dead_letter,
-)
+from flows.kafka_io import dead_letter_message, kafka_add_config, kafka_error_dead_letter
 from streamguard.events import DeadLetter, dead_letter, decode_label, decode_transaction
 from streamguard.settings import Settings
 from streamguard.sqlstore import connect
@@ -160,7 +155,7 @@ def get_flow(settings: Settings) -> Dataflow:
         flow,
         brokers=settings.brokers,
         topics=topics,
-        add_config=kafka_consumer_add_config(settings),
+        add_config=kafka_add_config(settings),
         batch_size=settings.kafka_batch_size,
     )
     classified = op.filter_map("classify_messages", inp.oks, _classify(settings))

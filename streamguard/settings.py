@@ -53,10 +53,6 @@ class Settings(BaseSettings):
     Bytewax 0.21.1 can stall when workers hold uneven numbers of partitions (bytewax#556)."""
     kafka_batch_size: int = Field(1000, ge=1)
     """Most messages one Kafka read hands the flow."""
-    kafka_fetch_wait_max_ms: int = Field(20, ge=0)
-    """Longest the broker may hold the flows' fetch requests when it has no new data. Kafka answers as soon
-    as data arrives, so there this only sets the idle polling rate; the embedded Tansu broker holds every
-    fetch this long, so it adds up to this much latency locally (librdkafka's 500 ms default cost p50 ~130 ms)."""
 
     # -- SQL store (Materialize in production, PostgreSQL 16 locally) ----------------------------------------
     sql_url: SecretStr | None = None
