@@ -4,7 +4,8 @@ Scoring one row at a time wastes most of the model's throughput, and waiting for
 traffic wastes latency. `micro_batch` bounds both: a batch closes as soon as it holds `max_rows` rows,
 or once its oldest row has waited `max_wait`, whichever comes first. Under load batches are full and
 close at once; when traffic is light they close on the budget, holding whatever arrived meanwhile. No
-row waits in here longer than the budget (plus the time for Bytewax to wake the step, ~1 ms).
+row waits in here longer than the budget plus the time until Bytewax next runs the step (a timer wakes
+it; a worker busy in another step delays it, e.g. 2-3 ms over a 60 ms budget in the tests).
 
 The pending rows are Bytewax state: they are part of every snapshot, so with recovery on a crash loses
 none of them, and a resumed flow closes them on their (already passed) deadline.
