@@ -5,6 +5,8 @@
     streamguard flow run fraud                                  # the same with recovery on (-r/-s/-b)
 
 Steps: read `transactions` -> decode and validate (bad bytes go to `dead_letters` with the reason) ->
+merge the partitions into one event-time order (`flows.event_order`; transactions too far behind their
+partition go to `late`) and fold per-terminal rolling aggregates in it (1 h, 1 d, every card) ->
 per-customer rolling aggregates in event time (exact trailing windows including the transaction) ->
 micro-batches per worker that close when full or when their oldest transaction has waited the latency
 budget -> per-terminal label-based risk features from the SQL store (as of the transaction's day, label
@@ -26,14 +28,16 @@ from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow
 from prometheus_client import Counter
 
+from flows.event_order import rolling_in_event_order
 from flows.idempotent_sink import IdempotentKafkaSink
 from flows.kafka_io import dead_letter_message, kafka_add_config, kafka_error_dead_letter
 from flows.micro_batch import WorkerLocalKey, micro_batch
-from flows.rolling import RollingResult, rolling_aggregate
-from flows.scoring import BatchScorer, Ingested
-from models.features import CUSTOMER_WINDOWS
+from flows.rolling import RollingBatch, rolling_aggregate
+from flows.scoring import BatchScorer, Ingested, Row, ingested_of
+from models.features import CUSTOMER_WINDOWS, TERMINAL_RECENT_WINDOWS
 from streamguard.events import DeadLetter, Decision, dead_letter, decode_transaction, encode, to_epoch_us
 from streamguard.settings import Settings
+from streamguard.topics import partition_count
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +58,22 @@ def decode(msg: KafkaSourceMessage) -> Ingested | DeadLetter:
         )
     kind, millis = msg.timestamp if msg.timestamp else (0, 0)
     produced = datetime.fromtimestamp(millis / 1000, tz=UTC) if kind and millis > 0 else None
-    return Ingested(parsed, to_epoch_us(parsed.ts), produced, ingested)
+    return Ingested(parsed, to_epoch_us(parsed.ts), produced, ingested, msg.partition, msg.offset)
 
 
-LATE_EVENTS = Counter("streamguard_late_events", "Transactions rejected as too late for their card's state")
+LATE_EVENTS = Counter("streamguard_late_events", "Transactions rejected as too late for the feature state")
 
 
-def late_letter(item: tuple[Ingested, str]) -> DeadLetter:
-    """Describe an event rejected by the rolling state as too late (and count it)."""
+def late_letter(item: tuple[Ingested | tuple[Ingested, object], str]) -> DeadLetter:
+    """Describe an event rejected as too late (and count it)."""
     LATE_EVENTS.inc()
-    ingested, reason = item
+    late, reason = item
+    ingested = late if isinstance(late, Ingested) else late[0]
     return dead_letter(reason, "late", value=encode(ingested.txn))
 
 
 def _score_safely(scorer: BatchScorer):
-    def score(batch: list[tuple[Ingested, RollingResult]]) -> list[Decision | DeadLetter]:
+    def score(batch: list[Row]) -> list[Decision | DeadLetter]:
         try:
             return scorer(batch)
         except Exception:  # noqa: BLE001 - one bad batch must not stop the flow
@@ -82,7 +87,7 @@ def _score_safely(scorer: BatchScorer):
                     dead_letter(
                         f"scoring failed: {exc!r}\n{traceback.format_exc(limit=3)}",
                         "score",
-                        value=encode(one[0].txn),
+                        value=encode(ingested_of(one).txn),
                     )
                 )
         return out
@@ -112,14 +117,32 @@ def get_flow(settings: Settings) -> Dataflow:
     decoded = op.map("decode", inp.oks, decode)
     valid = op.branch("split_invalid", decoded, lambda x: isinstance(x, Ingested))
 
-    rolled = rolling_aggregate(
-        "compute_customer_features",
+    lateness = timedelta(seconds=settings.allowed_lateness_s)
+    # A terminal's transactions come from every partition: fold them in one order that does not depend on
+    # how the partitions' reads interleave, so any replay speed or worker count gives the same features.
+    topic = settings.topic("transactions")
+    ordered = rolling_in_event_order(
+        "compute_terminal_features",
         valid.trues,
-        key=lambda i: i.txn.customer_id,
+        partition=lambda i: i.partition,
+        offset=lambda i: i.offset,
+        key=lambda i: i.txn.terminal_id,
         ts_us=lambda i: i.ts_us,
         value=lambda i: i.txn.amount,
+        windows=[timedelta(seconds=s) for _, s in TERMINAL_RECENT_WINDOWS],
+        allowed_lateness=lateness,
+        idle=timedelta(seconds=settings.partition_idle_s),
+        partitions=lambda: partition_count(settings, topic),
+    )
+    with_terminal = op.flat_map("terminal_rows", ordered.down, RollingBatch.rows)
+    rolled = rolling_aggregate(
+        "compute_customer_features",
+        with_terminal,
+        key=lambda r: r[0].txn.customer_id,
+        ts_us=lambda r: r[0].ts_us,
+        value=lambda r: r[0].txn.amount,
         windows=[timedelta(seconds=s) for _, s in CUSTOMER_WINDOWS],
-        allowed_lateness=timedelta(seconds=settings.allowed_lateness_s),
+        allowed_lateness=lateness,
     )
     # One micro-batch per worker: full at `score_batch_max_rows`, or closed once its oldest transaction
     # has waited `score_batch_max_wait_ms` since it was read, so batches grow with load within a budget.
@@ -130,7 +153,7 @@ def get_flow(settings: Settings) -> Dataflow:
         groups,
         max_rows=settings.score_batch_max_rows,
         max_wait=timedelta(milliseconds=settings.score_batch_max_wait_ms),
-        since=lambda row: row[0].ingested,
+        since=lambda row: ingested_of(row).ingested,
     )
     results = op.flat_map("score_batch", batches, _score_safely(BatchScorer(settings)))
     scored = op.branch("split_failed", results, lambda x: isinstance(x, Decision))
@@ -142,7 +165,7 @@ def get_flow(settings: Settings) -> Dataflow:
     alert_messages = op.map("encode_alerts", alerts, decision_message)
     op.output("write_alerts", alert_messages, IdempotentKafkaSink(settings, settings.topic("alerts")))
 
-    late = op.map("describe_late", rolled.late, late_letter)
+    late = op.map("describe_late", op.merge("collect_late", ordered.late, rolled.late), late_letter)
     kop.output(
         "write_late",
         op.map("encode_late", late, dead_letter_message),

@@ -1,4 +1,4 @@
-"""Turn a micro-batch of transactions with their customer aggregates into decisions.
+"""Turn a micro-batch of transactions with their card and terminal aggregates into decisions.
 
 One call per micro-batch (`flows.micro_batch`: closed when full or when its oldest transaction has waited
 the latency budget, so batches grow with load): one feature query, one XGBoost call, then a decision per
@@ -16,12 +16,22 @@ from datetime import UTC, datetime
 import numpy as np
 
 from flows.model_roles import ModelRoles
+from flows.rolling import RollingResult
 from flows.terminal_features import TERMINAL_FEATURES, TerminalFeatureClient
-from models.features import CUSTOMER_WINDOWS, to_matrix
+from models.features import CUSTOMER_WINDOWS, TERMINAL_RECENT_WINDOWS, to_matrix
 from streamguard.events import Decision, StageTimes, Transaction
 from streamguard.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+Row = tuple[tuple["Ingested", RollingResult], RollingResult]
+"""What the scorer takes per transaction: ((transaction, its terminal's aggregates), its card's aggregates)."""
+
+
+def ingested_of(row: Row) -> Ingested:
+    """Return the transaction of a scoring row."""
+    return row[0][0]
 
 
 @dataclass(slots=True)
@@ -32,6 +42,9 @@ class Ingested:
     ts_us: int
     produced: datetime | None
     ingested: datetime
+    partition: int
+    """Kafka partition and offset it was read from: they place it in the cross-partition event-time order."""
+    offset: int
 
 
 def customer_features(txn: Transaction, agg) -> dict[str, float | None]:
@@ -52,6 +65,17 @@ def customer_features(txn: Transaction, agg) -> dict[str, float | None]:
     return feats
 
 
+def terminal_activity_features(agg) -> dict[str, float | None]:
+    """Build the per-terminal activity features (all cards at the terminal) from its rolling aggregates."""
+    feats: dict[str, float | None] = {}
+    for i, (suffix, _) in enumerate(TERMINAL_RECENT_WINDOWS):
+        feats[f"term_recent_n_{suffix}"] = float(agg.counts[i])
+        feats[f"term_recent_mean_{suffix}"] = agg.means[i]
+        feats[f"term_recent_max_{suffix}"] = agg.maxes[i]
+    feats["term_secs_since_prev"] = agg.secs_since_prev
+    return feats
+
+
 def decide(score: float | None, settings: Settings) -> str:
     """Map a score to approve / review / decline (no model yet: approve)."""
     if score is None or score < settings.review_threshold:
@@ -68,7 +92,7 @@ class _WorkerState:
 
 
 class BatchScorer:
-    """Score micro-batches of (Ingested, customer aggregates) into Decisions (callable for flat_map_batch).
+    """Score micro-batches of rows (`Row`: a transaction and its aggregates) into Decisions.
 
     One feature client and one set of models per process, behind a lock: Bytewax may call a step from
     more than one thread (several workers, and in cluster mode not always the same thread), and neither
@@ -86,18 +110,20 @@ class BatchScorer:
             self._worker_state = _WorkerState(self._settings)
         return self._worker_state
 
-    def __call__(self, batch: list[tuple[Ingested, object]]) -> list[Decision]:
+    def __call__(self, batch: list[Row]) -> list[Decision]:
         """Score one batch; every input yields exactly one decision."""
         with self._lock:
             return self._score(batch)
 
-    def _score(self, batch: list[tuple[Ingested, object]]) -> list[Decision]:
+    def _score(self, batch: list[Row]) -> list[Decision]:
         state = self._state()
         state.models.refresh()  # between batches: a batch is scored by one set of models
         rows = []
         pairs = []
-        for item, agg in batch:
-            rows.append(customer_features(item.txn, agg))
+        for (item, terminal_agg), agg in batch:
+            feats = customer_features(item.txn, agg)
+            feats.update(terminal_activity_features(terminal_agg))
+            rows.append(feats)
             pairs.append((item.txn.terminal_id, item.txn.ts.astimezone(UTC).date()))
         terminal, degraded = state.features.fetch(pairs)
         for feats, pair in zip(rows, pairs, strict=True):
@@ -105,12 +131,13 @@ class BatchScorer:
                 feats[name] = None if math.isnan(value) else value
         features_ready = datetime.now(UTC)
         x = to_matrix(rows)
+        items = list(map(ingested_of, batch))
         result = state.models.score(
-            x, np.fromiter((i.txn.transaction_id for i, _ in batch), np.int64, len(batch))
+            x, np.fromiter((i.txn.transaction_id for i in items), np.int64, len(items))
         )
         scored = datetime.now(UTC)
         out = []
-        for i, ((item, _), feats) in enumerate(zip(batch, rows, strict=True)):
+        for i, (item, feats) in enumerate(zip(items, rows, strict=True)):
             txn = item.txn
             out.append(
                 Decision(

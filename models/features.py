@@ -19,6 +19,9 @@ CUSTOMER_WINDOWS: tuple[tuple[str, int], ...] = (
     ("30d", 30 * 86_400),
 )
 """Trailing windows (suffix, seconds) of the per-customer features: (t - length, t], current event included."""
+TERMINAL_RECENT_WINDOWS: tuple[tuple[str, int], ...] = (("1h", 3_600), ("1d", 86_400))
+"""Trailing windows (suffix, seconds) of the per-terminal activity features: (t - length, t], current
+event included, over every card's transactions at the terminal (in the flow's cross-partition order)."""
 TERMINAL_WINDOWS_DAYS = (1, 7, 30)
 """Windows (whole days, ending `label_delay_days` before the transaction's day) of the terminal features."""
 
@@ -29,6 +32,12 @@ FEATURE_NAMES: tuple[str, ...] = (
     *(f"cust_{kind}_{suffix}" for suffix, _ in CUSTOMER_WINDOWS for kind in ("n", "mean")),
     "amount_to_cust_mean_30d",
     "cust_secs_since_prev",
+    *(
+        f"term_recent_{kind}_{suffix}"
+        for suffix, _ in TERMINAL_RECENT_WINDOWS
+        for kind in ("n", "mean", "max")
+    ),
+    "term_secs_since_prev",
     *(f"term_{kind}_{d}d" for d in TERMINAL_WINDOWS_DAYS for kind in ("n", "fraud_rate")),
 )
 """Model input columns, in order. Missing values are NaN (XGBoost's native missing)."""

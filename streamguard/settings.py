@@ -66,7 +66,12 @@ class Settings(BaseSettings):
     label_delay_days: int = Field(7, ge=0)
     """Label-based features use windows that end this many days before the transaction's day."""
     allowed_lateness_s: float = Field(3600.0, ge=0)
-    """A customer's event older than that customer's latest event by more than this goes to the `late` topic."""
+    """A transaction older than the newest one read from its Kafka partition by more than this goes to the
+    `late` topic (and into no feature state)."""
+    partition_idle_s: float = Field(2.0, gt=0)
+    """A `transactions` partition that delivered nothing for this long stops holding back the one
+    event-time order the terminal features are computed in (else a quiet partition would stall scoring);
+    every transaction waits at most about this long for the other partitions."""
     feature_wait_timeout_s: float = Field(30.0, gt=0)
     """Longest a micro-batch waits for the SQL store to catch up before scoring `degraded`."""
     store_idle_s: float = Field(2.0, ge=0)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, KafkaException, Message
 from confluent_kafka import TopicPartition as ConfluentPartition
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from streamguard.settings import TOPIC_NAMES, Settings
+
+log = logging.getLogger(__name__)
 
 
 def _client_kwargs(settings: Settings) -> dict:
@@ -64,6 +67,23 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
+def partition_count(settings: Settings, topic: str, timeout_s: float = 10.0) -> int | None:
+    """Return how many partitions a topic has, or None when the broker does not say (logged)."""
+    consumer = Consumer({**settings.kafka_config(), "group.id": "streamguard-metadata"})
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s)
+        found = meta.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            log.warning("no partition metadata for topic %s: %s", topic, found and found.error)
+            return None
+        return len(found.partitions)
+    except KafkaException as exc:
+        log.warning("no partition metadata for topic %s: %s", topic, exc)
+        return None
     finally:
         consumer.close()
 

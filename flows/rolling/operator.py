@@ -60,7 +60,7 @@ class RollingOut(Generic[X]):
     """`(item, reason)` per item rejected as late; it was not folded into any state."""
 
 
-class _ShardOut:
+class ShardOut:
     """What one shard emits per batch: Bytewax then moves one object per shard, not one per event."""
 
     __slots__ = ("down", "late")
@@ -88,7 +88,7 @@ class _ShardLogic(StatefulBatchLogic):
     def __init__(self, state: RollingState) -> None:
         self.state = state
 
-    def on_batch(self, values: list[_ShardIn]) -> tuple[list[_ShardOut], bool]:
+    def on_batch(self, values: list[_ShardIn]) -> tuple[list[ShardOut], bool]:
         if len(values) == 1:
             group = values[0]
             keys, items, times, vals = group.keys, group.items, group.times, group.values
@@ -104,10 +104,10 @@ class _ShardLogic(StatefulBatchLogic):
             down = None
             if keep:
                 down = RollingBatch([items[i] for i in keep], batch.counts[:, keep], batch.floats[:, keep])
-            out = _ShardOut(down, [(items[i], reason) for i, reason in late])
+            out = ShardOut(down, [(items[i], reason) for i, reason in late])
         else:
             batch.items = items
-            out = _ShardOut(batch, [])
+            out = ShardOut(batch, [])
         # Never discard: even a shard whose keys are all idle holds the horizon that late checks use.
         return [out], StatefulBatchLogic.RETAIN
 
@@ -115,7 +115,8 @@ class _ShardLogic(StatefulBatchLogic):
         return self.state.snapshot()
 
 
-def _downs(batch: list[tuple[str, _ShardOut]]) -> list[RollingBatch]:
+def shard_downs(batch: list[tuple[str, ShardOut]]) -> list[RollingBatch]:
+    """Return the shards' result batches, each tagged with its shard's key."""
     downs = []
     for shard, out in batch:
         if out.down is not None:
@@ -124,7 +125,8 @@ def _downs(batch: list[tuple[str, _ShardOut]]) -> list[RollingBatch]:
     return downs
 
 
-def _lates(batch: list[tuple[str, _ShardOut]]) -> list[tuple[Any, str]]:
+def shard_lates(batch: list[tuple[str, ShardOut]]) -> list[tuple[Any, str]]:
+    """Return the shards' late items with their reasons."""
     return [x for _, out in batch for x in out.late]
 
 
@@ -190,6 +192,6 @@ def rolling_aggregate(
 
     routed = op.flat_map_batch("route", up, route)
     events = op.stateful_batch("shard", routed, build)
-    down = op.flat_map_batch("down", events, _downs)
-    late = op.flat_map_batch("late", events, _lates)
+    down = op.flat_map_batch("down", events, shard_downs)
+    late = op.flat_map_batch("late", events, shard_lates)
     return RollingOut(down, late)

@@ -40,6 +40,8 @@ MALFORMED = [
     b'{"transaction_id": 1, "ts": "2026-01-01T00:00:00Z", "customer_id": "C1", "terminal_id": "T1", "amount": -5}',
     b'{"transaction_id": 2, "customer_id": "C1"}',
 ]
+LATE_ID = 10**12
+"""A transaction sent after the replay, dated two hours before the data starts: far behind its partition."""
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +67,15 @@ def pipeline(local_stack, tmp_path_factory):
         producer = Producer(settings.kafka_config())
         for raw in MALFORMED:
             producer.produce(settings.topic("transactions"), key=b"bad", value=raw)
+        late_ts = (txns["ts"].min() - pd.Timedelta(hours=2)).isoformat()
+        late = {
+            "transaction_id": LATE_ID,
+            "ts": late_ts,
+            "customer_id": "C0",
+            "terminal_id": "T0",
+            "amount": 5.0,
+        }
+        producer.produce(settings.topic("transactions"), key=b"C0", value=msgspec.json.encode(late))
         producer.flush(10)
         decisions = wait_for_decisions(settings, len(txns), procs)
         # The mirror is asynchronous: wait until the store holds every decision before SQL-based tests.
@@ -127,6 +138,29 @@ def test_customer_rolling_features_equal_an_independent_pandas_computation(pipel
     served = decisions_frame(decisions)
     expected = _customer_expected(txns)
     assert served["transaction_id"].tolist() == expected["transaction_id"].tolist()
+    for col in expected.columns.drop("transaction_id"):
+        np.testing.assert_allclose(
+            served[col].astype(float), expected[col].astype(float), rtol=0, atol=1e-9, err_msg=col
+        )
+
+
+def test_terminal_activity_features_equal_an_independent_pandas_computation(pipeline):
+    """Every card's transactions at a terminal, trailing 1 h and 1 d: served values equal pandas on the sorted data."""
+    _, txns, _, decisions = pipeline
+    frame = txns.sort_values(["terminal_id", "ts", "transaction_id"]).set_index("ts")
+    expected = pd.DataFrame({"transaction_id": frame["transaction_id"].to_numpy()})
+    grouped = frame.groupby("terminal_id", sort=False)["amount"]
+    for suffix, seconds in (("1h", 3600), ("1d", 86400)):
+        rolled = grouped.rolling(f"{seconds}s", closed="right")
+        expected[f"term_recent_n_{suffix}"] = rolled.count().to_numpy()
+        expected[f"term_recent_mean_{suffix}"] = rolled.mean().to_numpy()
+        expected[f"term_recent_max_{suffix}"] = rolled.max().to_numpy()
+    prev = frame.reset_index().groupby("terminal_id", sort=False)["ts"].diff().dt.total_seconds()
+    expected["term_secs_since_prev"] = prev.where(prev < 86400).to_numpy()
+    expected = expected.sort_values("transaction_id").reset_index(drop=True)
+    served = decisions_frame(decisions)
+    assert served["transaction_id"].tolist() == expected["transaction_id"].tolist()
+    assert (expected["term_recent_n_1d"] > 1).mean() > 0.3  # terminals are shared by many cards
     for col in expected.columns.drop("transaction_id"):
         np.testing.assert_allclose(
             served[col].astype(float), expected[col].astype(float), rtol=0, atol=1e-9, err_msg=col
@@ -196,6 +230,21 @@ def test_malformed_messages_go_to_the_dead_letter_topic_with_reason_and_bytes(pi
     assert "amount" in by_bytes[MALFORMED[1]]["error"]
 
 
+def test_a_transaction_too_far_behind_its_partition_goes_to_the_late_topic_and_is_not_scored(pipeline):
+    settings, _, _, decisions = pipeline
+    deadline = time.monotonic() + 30
+    while not (letters := [msgspec.json.decode(r.value) for r in read_all(settings, settings.topic("late"))]):
+        assert time.monotonic() < deadline, "nothing reached the late topic"
+        time.sleep(0.5)
+    assert len(letters) == 1
+    letter = letters[0]
+    assert (
+        letter["stage"] == "late" and "allowed lateness" in letter["error"] and "partition" in letter["error"]
+    )
+    assert msgspec.json.decode(base64.b64decode(letter["value_b64"]))["transaction_id"] == LATE_ID
+    assert LATE_ID not in {d.transaction_id for d in decisions}
+
+
 def test_no_decision_is_duplicated_in_the_sql_store(pipeline):
     settings, txns, _, _ = pipeline
     with connect(settings) as conn:
@@ -256,34 +305,57 @@ def test_replaying_the_same_files_again_adds_nothing_to_the_timeline(pipeline):
     assert len({d.transaction_id for d in raw_decisions(settings)}) == len(txns)
 
 
-def test_served_rolling_features_equal_a_sql_window_query_over_raw_transactions(pipeline):
-    settings, txns, _, decisions = pipeline
-    windows = {"10m": 600, "1h": 3600, "1d": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+def _window_query(entity: str, prefix: str, windows: dict[str, int], kinds: dict[str, str]) -> str:
+    """A SQL window query for an entity's trailing (t - L, t] aggregates and seconds since its previous event."""
     # (t - L, t] at microsecond resolution: RANGE ... PRECEDING includes its bound, so stop 1 µs short.
     # PostgreSQL-only (RANGE with an offset): an oracle for this test, not part of the portable SQL.
     defs = ", ".join(
-        f"w{s} AS (PARTITION BY customer_id ORDER BY ts RANGE BETWEEN INTERVAL '{seconds * 1_000_000 - 1} "
+        f"w{s} AS (PARTITION BY {entity} ORDER BY ts RANGE BETWEEN INTERVAL '{seconds * 1_000_000 - 1} "
         f"microseconds' PRECEDING AND CURRENT ROW)"
         for s, seconds in windows.items()
     )
-    cols = ", ".join(
-        f"count(*) OVER w{s} AS cust_n_{s}, avg(amount) OVER w{s} AS cust_mean_{s}" for s in windows
-    )
-    query = f"""
+    cols = ", ".join(f"{fn} OVER w{s} AS {prefix}_{k}_{s}" for s in windows for k, fn in kinds.items())
+    longest = max(windows.values())
+    return f"""
         SELECT transaction_id, {cols},
-               nullif(least(extract(epoch FROM ts - lag(ts) OVER (PARTITION BY customer_id ORDER BY ts)),
-                            2592000), 2592000) AS cust_secs_since_prev
-        FROM transactions WINDOW {defs} ORDER BY transaction_id
+               nullif(least(extract(epoch FROM ts - lag(ts) OVER (PARTITION BY {entity} ORDER BY ts)),
+                            {longest}), {longest}) AS {prefix}_secs_since_prev
+        FROM transactions
+        -- Only what the flow accepted: a late transaction is in the raw table but in no feature state.
+        WHERE transaction_id IN (SELECT transaction_id FROM decisions)
+        WINDOW {defs} ORDER BY transaction_id
     """
+
+
+def test_served_rolling_features_equal_a_sql_window_query_over_raw_transactions(pipeline):
+    settings, txns, _, decisions = pipeline
+    customer = _window_query(
+        "customer_id",
+        "cust",
+        {"10m": 600, "1h": 3600, "1d": 86400, "7d": 7 * 86400, "30d": 30 * 86400},
+        {"n": "count(*)", "mean": "avg(amount)"},
+    )
+    terminal = _window_query(
+        "terminal_id",
+        "term",
+        {"1h": 3600, "1d": 86400},
+        {"recent_n": "count(*)", "recent_mean": "avg(amount)", "recent_max": "max(amount)"},
+    )
     with connect(settings) as conn:
-        ties = conn.execute(
-            "SELECT count(*) FROM (SELECT customer_id, ts FROM transactions "
-            "GROUP BY 1, 2 HAVING count(*) > 1) AS t"
-        ).fetchone()[0]
-        cur = conn.execute(query)
-        names = [d.name for d in cur.description]
-        expected = pd.DataFrame(cur.fetchall(), columns=names)
-    assert ties == 0, "equal timestamps per customer would make RANGE peers differ from arrival order"
+        for entity in ("customer_id", "terminal_id"):
+            ties = conn.execute(
+                f"SELECT count(*) FROM (SELECT {entity}, ts FROM transactions GROUP BY 1, 2 HAVING count(*) > 1) t"
+            ).fetchone()[0]
+            assert ties == 0, (
+                f"equal timestamps per {entity} would make RANGE peers differ from the flow's order"
+            )
+        frames = []
+        for query in (customer, terminal):
+            cur = conn.execute(query)
+            frames.append(pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description]))
+    expected = frames[0].merge(frames[1], on="transaction_id")
+    names = list(expected.columns)
+    assert len(names) == 1 + 11 + 7
     served = decisions_frame(decisions)
     assert served["transaction_id"].tolist() == expected["transaction_id"].tolist()
     for col in names[1:]:

@@ -1,0 +1,278 @@
+"""Merge transactions from every Kafka partition into one event-time order, and fold rolling windows in it.
+
+A card's transactions share a Kafka partition (the topic is keyed by card), so the card's rolling state
+sees them in one order whatever the flow's timing. A terminal's transactions come from every partition:
+folded as they arrive, a terminal's features would depend on how the partitions' reads interleave
+(the worker count, the replay speed, a restart). This stage merges the partitions into one order that
+depends only on what each partition holds:
+
+- a transaction's release key is `(r, partition, offset)`, `r` being the newest event time read from its
+  partition so far, itself included. A partition's transactions so keep their Kafka order, and one that
+  arrives out of order is placed at its partition's current time (later arrivals never revise results
+  already emitted, as in `flows.rolling.state`);
+- a transaction is released once no transaction still to come can sort before it: every partition `q`
+  has read up to `(newest_q, q, last_offset_q)` and that is not below its key. Released transactions go
+  through the rolling state in key order, then downstream in that order;
+- a transaction older than its partition's newest event time by more than the allowed lateness is late:
+  it goes to `late` with the reason and into no state.
+
+The order waits for the slowest partition. A partition that read nothing for `idle` (processing time)
+while others did stops holding them back, so a quiet partition cannot stall the flow; while one is idle,
+the order is exact only among the partitions that make progress. When input resumes after every
+partition was quiet for `idle` (a pause in a replay, a restart), each partition gets `idle` again
+before it counts as idle, so the first to resume does not run ahead. Partitions not seen yet (the count
+comes from the broker) hold the order back until they are seen or `idle` has passed.
+
+One Bytewax key holds the whole stage, so everything after it leaves one worker in one order: a keyed
+step downstream (e.g. the per-card rolling state) then gets each key's transactions in that order too.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+import bytewax.operators as op
+import numpy as np
+from bytewax.dataflow import Stream, operator
+from bytewax.operators import StatefulBatchLogic
+
+from flows.rolling.batch import RollingBatch
+from flows.rolling.operator import RollingOut, ShardOut, shard_downs, shard_lates
+from flows.rolling.state import RollingState, to_us
+
+X = TypeVar("X")
+"""Type of the items."""
+
+SNAPSHOT_VERSION = 1
+STAGE_KEY = "all"
+"""The one Bytewax key of the stage."""
+
+
+class PartitionMerge(Generic[X]):
+    """Hold items from several partitions and release them in one order that does not depend on timing.
+
+    Not thread-safe; one Bytewax key owns it. Times are integer microseconds; `now` is processing time.
+    """
+
+    def __init__(self, lateness_us: int, idle: timedelta, partitions: int | None, now: datetime) -> None:
+        if lateness_us < 0:
+            raise ValueError(f"allowed lateness must not be negative, got {lateness_us} us")
+        self.lateness_us = lateness_us
+        self.idle = idle
+        self.partitions = partitions
+        """How many partitions the topic has (0..n-1), or None to wait only for partitions seen."""
+        self.started = now
+        """Origin of the idle clock for partitions that delivered nothing since (re)start."""
+        self.last_input: datetime | None = now
+        """When any partition last delivered an item; None until the first item after a restart."""
+        self.newest: dict[int, int] = {}
+        self.last_offset: dict[int, int] = {}
+        self.seen_at: dict[int, datetime] = {}
+        """When each partition last delivered an item (processing time; not part of snapshots)."""
+        self.pending: list[tuple[int, int, int, X]] = []
+        """Heap of `(r, partition, offset, item)`; `(partition, offset)` is unique, so items never compare."""
+
+    def admit(self, partition: int, offset: int, ts_us: int, item: X, now: datetime) -> str | None:
+        """Take one item in its partition's order; return why it is late, or None when it is held."""
+        if self.last_input is None or now - self.last_input >= self.idle:
+            # Input resumes after a pause of every partition (or a restart): give each partition its
+            # idle time again, else the first to resume would run ahead of the others.
+            self.started = now
+            self.seen_at = dict.fromkeys(self.seen_at, now)
+        self.last_input = now
+        self.seen_at[partition] = now
+        if offset > self.last_offset.get(partition, -1):
+            self.last_offset[partition] = offset
+        newest = self.newest.get(partition)
+        if newest is not None and ts_us < newest - self.lateness_us:
+            return (
+                f"late: event time {ts_us} us is {newest - ts_us} us behind the newest event of partition "
+                f"{partition} ({newest} us), more than the allowed lateness of {self.lateness_us} us"
+            )
+        r = ts_us if newest is None or ts_us > newest else newest
+        self.newest[partition] = r
+        heapq.heappush(self.pending, (r, partition, offset, item))
+        return None
+
+    def _holding(self, now: datetime) -> list[tuple[int, int, int]] | None:
+        """Return the read positions of the partitions that hold the order back, or None if one is unseen."""
+        bounds = []
+        known = range(self.partitions) if self.partitions is not None else ()
+        for p in {*known, *self.newest}:
+            if p not in self.newest:
+                if now - self.started < self.idle:
+                    return None
+                continue
+            if now - self.seen_at.get(p, self.started) < self.idle:
+                bounds.append((self.newest[p], p, self.last_offset[p]))
+        return bounds
+
+    def release(self, now: datetime, everything: bool = False) -> list[X]:
+        """Pop, in order, every held item that no item still to come can sort before."""
+        out: list[X] = []
+        if not self.pending:
+            return out
+        if everything:
+            bound = None
+        else:
+            holding = self._holding(now)
+            if holding is None:
+                return out
+            bound = min(holding) if holding else None  # None: every partition is idle
+        pending = self.pending
+        while pending and (bound is None or pending[0][:3] <= bound):
+            out.append(heapq.heappop(pending)[3])
+        return out
+
+    def wake_at(self, now: datetime) -> datetime | None:
+        """Return when a partition next turns idle while items wait (after `now`), else None.
+
+        Only that or new input can release anything; a time already passed would wake the step in a loop.
+        """
+        if not self.pending:
+            return None
+        times = [self.seen_at.get(p, self.started) for p in self.newest]
+        if self.partitions is not None and len(self.newest) < self.partitions:
+            times.append(self.started)
+        upcoming = [t + self.idle for t in times if t + self.idle > now]
+        return min(upcoming) if upcoming else None
+
+    def snapshot(self) -> dict:
+        return {
+            "newest": dict(self.newest),
+            "last_offset": dict(self.last_offset),
+            "pending": list(self.pending),
+        }
+
+    def restore(self, snap: dict, now: datetime) -> None:
+        """Load a snapshot taken at `now`'s restart.
+
+        Idleness is processing time and restarts from scratch: the idle clock starts with the first item
+        read after the restart (a source takes a while to start reading, and no partition must count as
+        idle meanwhile), or, should nothing come, `10 * idle` after the restart so held items still go.
+        """
+        self.newest = dict(snap["newest"])
+        self.last_offset = dict(snap["last_offset"])
+        self.pending = list(snap["pending"])
+        heapq.heapify(self.pending)
+        self.seen_at = dict.fromkeys(self.newest, now + 9 * self.idle)
+        self.started = now + 9 * self.idle
+        self.last_input = None
+
+
+class _OrderLogic(StatefulBatchLogic):
+    """Admit items, release them in order, fold them into the rolling state, emit one batch per call."""
+
+    def __init__(
+        self,
+        merge: PartitionMerge,
+        state: RollingState,
+        fields: tuple[Callable, Callable, Callable, Callable, Callable],
+        now: Callable[[], datetime],
+    ) -> None:
+        self.merge = merge
+        self.state = state
+        self.partition, self.offset, self.key, self.ts_us, self.value = fields
+        self.now = now
+
+    def _emit(self, now: datetime, late: list[tuple[Any, str]], everything: bool = False) -> list[ShardOut]:
+        items = self.merge.release(now, everything)
+        down = None
+        if items:
+            keys = list(map(self.key, items))
+            times = np.fromiter(map(self.ts_us, items), np.int64, len(items))
+            values = np.fromiter(map(self.value, items), np.float64, len(items))
+            batch, rejected = self.state.process_columns(keys, times, values)
+            # The merge's late rule makes the state's unreachable, but never drop what it might reject.
+            if rejected:
+                gone = {i for i, _ in rejected}
+                late += [(items[i], reason) for i, reason in rejected]
+                keep = [i for i in range(len(items)) if i not in gone]
+                batch = RollingBatch([items[i] for i in keep], batch.counts[:, keep], batch.floats[:, keep])
+            else:
+                batch.items = items
+            down = batch if len(batch.items) else None
+        return [ShardOut(down, late)] if down is not None or late else []
+
+    def on_batch(self, values: list[Any]) -> tuple[list[ShardOut], bool]:
+        now = self.now()
+        late = []
+        admit = self.merge.admit
+        for item in values:
+            reason = admit(self.partition(item), self.offset(item), self.ts_us(item), item, now)
+            if reason is not None:
+                late.append((item, reason))
+        return self._emit(now, late), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self.merge.wake_at(self.now())
+
+    def on_notify(self) -> tuple[list[ShardOut], bool]:
+        return self._emit(self.now(), []), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[ShardOut], bool]:
+        return self._emit(self.now(), [], everything=True), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> dict:
+        return {"version": SNAPSHOT_VERSION, "merge": self.merge.snapshot(), "state": self.state.snapshot()}
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@operator
+def rolling_in_event_order(
+    step_id: str,
+    up: Stream[X],
+    *,
+    partition: Callable[[X], int],
+    offset: Callable[[X], int],
+    key: Callable[[X], str],
+    ts_us: Callable[[X], int],
+    value: Callable[[X], float],
+    windows: Sequence[timedelta],
+    allowed_lateness: timedelta,
+    idle: timedelta,
+    partitions: Callable[[], int | None] = lambda: None,
+    now: Callable[[], datetime] = _utc_now,
+) -> RollingOut[X]:
+    """Release items in one event-time order across partitions and attach each key's rolling aggregates.
+
+    Items of one partition must arrive in their offset order (as a Kafka input delivers them). `down`
+    holds the accepted items, in release order, with aggregates over `(t - L, t]` for each window of
+    their key (see `flows.rolling.state`); `late` holds items older than their partition's newest event
+    time minus `allowed_lateness`, with the reason.
+
+    :arg partition: The item's source partition.
+    :arg offset: The item's offset in its partition (increasing).
+    :arg key: The entity the windows are kept for, e.g. a terminal id.
+    :arg idle: A partition that delivered nothing for this long stops holding the order back.
+    :arg partitions: Returns how many partitions the source has (asked when the stage starts), or None.
+    :arg now: The clock, UTC; for tests.
+    """
+    windows = tuple(windows)
+    RollingState(windows, allowed_lateness)  # fail at build time on a bad configuration
+    if idle <= timedelta(0):
+        raise ValueError(f"idle must be positive, got {idle}")
+    fields = (partition, offset, key, ts_us, value)
+
+    def build(resume: dict | None) -> _OrderLogic:
+        started = now()
+        merge: PartitionMerge = PartitionMerge(to_us(allowed_lateness), idle, partitions(), started)
+        if resume is None:
+            return _OrderLogic(merge, RollingState(windows, allowed_lateness), fields, now)
+        if resume.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unknown event-order snapshot version {resume.get('version')!r}")
+        merge.restore(resume["merge"], started)
+        state = RollingState.restore(resume["state"], windows, allowed_lateness)
+        return _OrderLogic(merge, state, fields, now)
+
+    keyed = op.key_on("key_all", up, lambda _: STAGE_KEY)
+    events = op.stateful_batch("order", keyed, build)
+    down = op.flat_map_batch("down", events, shard_downs)
+    late = op.flat_map_batch("late", events, shard_lates)
+    return RollingOut(down, late)

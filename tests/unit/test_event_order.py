@@ -1,0 +1,227 @@
+"""PartitionMerge and rolling_in_event_order: one order whatever the interleaving, lateness, idleness, resume."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import bytewax.operators as op
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from flows.event_order import PartitionMerge, rolling_in_event_order
+from flows.rolling import RollingBatch, RollingState
+
+S = 1_000_000
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+WINDOWS = (timedelta(minutes=10), timedelta(hours=1))
+LATENESS = timedelta(minutes=5)
+
+
+def partition_streams(parts: int, per_part: int, seed: int) -> list[list[dict]]:
+    """Each partition's events in offset order: mostly increasing times, some out of order, a few late."""
+    rnd = random.Random(seed)
+    streams = []
+    for p in range(parts):
+        t, events = 10**15 + p * 7 * S, []
+        for o in range(per_part):
+            t += rnd.randrange(1, 40) * S
+            back = rnd.choice([0] * 8 + [90 * S, 10 * 60 * S])  # within lateness, or beyond it
+            events.append({"p": p, "o": o, "us": t - back, "term": f"t{rnd.randrange(6)}", "v": o % 97 + 0.5})
+        streams.append(events)
+    return streams
+
+
+def interleave(streams: list[list[dict]], seed: int) -> list[list[dict]]:
+    """Cut every partition into random chunks and deal them out in a random order (offsets stay in order)."""
+    rnd = random.Random(seed)
+    queues = [list(s) for s in streams]
+    chunks = []
+    while any(queues):
+        q = rnd.choice([q for q in queues if q])
+        n = rnd.randrange(1, 30)
+        chunks.append(q[:n])
+        del q[:n]
+    return chunks
+
+
+def merged_order(chunks: list[list[dict]], parts: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    merge: PartitionMerge = PartitionMerge(
+        LATENESS // timedelta(microseconds=1), timedelta(seconds=1), parts, T0
+    )
+    released, late = [], []
+    for chunk in chunks:
+        for e in chunk:
+            if merge.admit(e["p"], e["o"], e["us"], e, T0) is not None:
+                late.append((e["p"], e["o"]))
+        released += merge.release(T0)
+    released += merge.release(T0, everything=True)
+    return [(e["p"], e["o"]) for e in released], sorted(late)  # late ones leave as they arrive
+
+
+def test_the_release_order_does_not_depend_on_how_partitions_interleave():
+    streams = partition_streams(4, 400, seed=1)
+    first, late = merged_order(interleave(streams, 0), 4)
+    assert late, "the streams must contain late events for this test to mean something"
+    assert len(first) + len(late) == 1600
+    for seed in range(1, 6):
+        assert merged_order(interleave(streams, seed), 4) == (first, late)
+
+
+def test_released_items_are_in_partition_max_order_and_keep_each_partitions_offset_order():
+    streams = partition_streams(3, 300, seed=2)
+    order, late = merged_order(interleave(streams, 3), 3)
+    by_id = {(e["p"], e["o"]): e for s in streams for e in s}
+    newest = {}
+    keys = {}
+    for s in streams:
+        for e in s:
+            if (e["p"], e["o"]) in late:
+                continue
+            newest[e["p"]] = max(newest.get(e["p"], e["us"]), e["us"])
+            keys[(e["p"], e["o"])] = (newest[e["p"]], e["p"], e["o"])
+    assert order == sorted(keys, key=keys.__getitem__)
+    for p in range(3):
+        offsets = [o for q, o in order if q == p]
+        assert offsets == sorted(offsets)
+    # Every late event was more than the lateness behind its partition's newest event when it arrived.
+    for p, o in late:
+        before = [e["us"] for e in streams[p][:o] if (p, e["o"]) not in late]
+        assert by_id[(p, o)]["us"] < max(before) - LATENESS // timedelta(microseconds=1)
+
+
+def test_nothing_is_released_until_every_partition_has_read_past_it():
+    merge: PartitionMerge = PartitionMerge(0, timedelta(seconds=2), 2, T0)
+    assert merge.admit(0, 0, 100, "a", T0) is None
+    assert merge.admit(0, 1, 200, "b", T0) is None
+    assert merge.release(T0) == []  # partition 1 not seen yet
+    assert merge.admit(1, 0, 150, "c", T0) is None
+    assert merge.release(T0) == ["a", "c"]  # "b" (200) could still be preceded by partition 1's next event
+    assert merge.admit(1, 1, 300, "d", T0) is None
+    assert merge.release(T0) == ["b"]  # "d" (300) waits for partition 0 to read past 300
+
+
+def test_an_idle_partition_stops_holding_back_the_order_after_the_idle_time():
+    idle = timedelta(seconds=2)
+    merge: PartitionMerge = PartitionMerge(0, idle, 3, T0)
+    merge.admit(0, 0, 100, "a", T0)
+    merge.admit(1, 0, 120, "b", T0)
+    assert merge.release(T0 + timedelta(seconds=1)) == []  # partition 2 never seen: wait
+    assert merge.wake_at(T0 + timedelta(seconds=1)) == T0 + idle
+    assert merge.release(T0 + idle) == ["a", "b"]  # partitions 0 and 1 also went quiet: all idle
+    # Input resumes after a pause of every partition: each gets its idle time again, partition 2 too.
+    merge.admit(0, 1, 130, "e", T0 + idle)
+    merge.admit(1, 1, 140, "f", T0 + idle)
+    assert merge.release(T0 + idle) == []
+    assert merge.wake_at(T0 + idle) == T0 + 2 * idle
+    later = T0 + idle + timedelta(seconds=1)
+    merge.admit(0, 2, 135, "g", later)
+    assert merge.release(later) == []
+    # Partitions 1 and 2 are idle now; partition 0 (read up to 135) still holds back "f" (140).
+    assert merge.release(T0 + 2 * idle) == ["e", "g"]
+    # Only new input or a partition turning idle can release "f": the step is woken for the next such
+    # time, never for one already passed (that would wake it in a loop).
+    assert merge.wake_at(T0 + 2 * idle) == later + idle
+    assert merge.release(later + idle) == ["f"]
+    assert merge.wake_at(later + idle) is None
+
+
+def test_a_late_event_is_refused_with_its_partition_and_lag():
+    merge: PartitionMerge = PartitionMerge(60 * S, timedelta(seconds=1), 1, T0)
+    assert merge.admit(0, 0, 1000 * S, "a", T0) is None
+    assert merge.admit(0, 1, 941 * S, "in", T0) is None  # 59 s behind: within lateness
+    reason = merge.admit(0, 2, 939 * S, "late", T0)
+    assert reason is not None and "partition 0" in reason and "61000000 us behind" in reason
+    assert merge.release(T0) == ["a", "in"]  # the in-lateness one is placed at its partition's newest time
+
+
+def test_a_restored_merge_continues_exactly_like_the_uninterrupted_one():
+    streams = partition_streams(3, 200, seed=4)
+    chunks = interleave(streams, 5)
+    whole, _ = merged_order(chunks, 3)
+    merge: PartitionMerge = PartitionMerge(LATENESS // timedelta(microseconds=1), timedelta(seconds=1), 3, T0)
+    out = []
+    half = len(chunks) // 2
+    for chunk in chunks[:half]:
+        for e in chunk:
+            merge.admit(e["p"], e["o"], e["us"], e, T0)
+        out += merge.release(T0)
+    resumed: PartitionMerge = PartitionMerge(
+        LATENESS // timedelta(microseconds=1), timedelta(seconds=1), 3, T0
+    )
+    resumed.restore(merge.snapshot(), T0)
+    for chunk in chunks[half:]:
+        for e in chunk:
+            resumed.admit(e["p"], e["o"], e["us"], e, T0)
+        out += resumed.release(T0)
+    out += resumed.release(T0, everything=True)
+    assert [(e["p"], e["o"]) for e in out] == whole
+
+
+def test_after_a_restart_the_idle_clock_starts_with_the_first_item_read():
+    idle = timedelta(seconds=2)
+    merge: PartitionMerge = PartitionMerge(0, idle, 2, T0)
+    merge.admit(0, 0, 100, "a", T0)
+    merge.admit(1, 0, 120, "b", T0)
+    merge.admit(0, 1, 130, "c", T0)
+    assert merge.release(T0) == ["a", "b"]
+    restart = T0 + timedelta(minutes=1)
+    resumed: PartitionMerge = PartitionMerge(0, idle, 2, restart)
+    resumed.restore(merge.snapshot(), restart)
+    # The source takes a while to start: nobody is idle before something has been read again.
+    assert resumed.release(restart + 5 * idle) == []
+    first = restart + 5 * idle
+    resumed.admit(0, 2, 140, "d", first)
+    assert resumed.release(first + idle / 2) == []  # partition 1 has not had its idle time yet
+    assert resumed.release(first + idle) == ["c", "d"]
+    # With no input at all, what was held still goes, ten idle times after the restart.
+    quiet: PartitionMerge = PartitionMerge(0, idle, 2, restart)
+    quiet.restore(merge.snapshot(), restart)
+    assert quiet.wake_at(restart) == restart + 10 * idle
+    assert quiet.release(restart + 10 * idle) == ["c"]
+
+
+def run_flow(chunks: list[list[dict]], parts: int) -> tuple[list, list]:
+    down, late = [], []
+    flow = Dataflow("event_order_test")
+    up = op.flat_map("unchunk", op.input("in", flow, TestingSource(chunks)), lambda c: c)
+    out = rolling_in_event_order(
+        "order", up, partition=lambda e: e["p"], offset=lambda e: e["o"], key=lambda e: e["term"],
+        ts_us=lambda e: e["us"], value=lambda e: e["v"], windows=WINDOWS, allowed_lateness=LATENESS,
+        idle=timedelta(hours=1), partitions=lambda: parts,
+    )  # fmt: skip
+    rows = op.flat_map("rows", out.down, RollingBatch.rows)
+    op.output(
+        "down", op.map("down_id", rows, lambda xr: ((xr[0]["p"], xr[0]["o"]), xr[1])), TestingSink(down)
+    )
+    op.output(
+        "late", op.map("late_id", out.late, lambda xr: ((xr[0]["p"], xr[0]["o"]), xr[1])), TestingSink(late)
+    )
+    run_main(flow)
+    return down, late
+
+
+def test_the_operator_gives_every_event_the_same_terminal_features_whatever_the_interleaving():
+    streams = partition_streams(4, 250, seed=6)
+    down, late = run_flow(interleave(streams, 7), 4)
+    order, late_ids = merged_order(interleave(streams, 7), 4)
+    # One state fed the merged order must give exactly what the operator emitted, in that order.
+    state = RollingState(WINDOWS, LATENESS)
+    by_id = {(e["p"], e["o"]): e for s in streams for e in s}
+    expected = [(i, state.process([by_id[i]["term"]], [by_id[i]["us"]], [by_id[i]["v"]])[0]) for i in order]
+    assert down == expected
+    assert sorted(i for i, _ in late) == late_ids and all("allowed lateness" in r for _, r in late)
+    for seed in (8, 9):
+        again_down, again_late = run_flow(interleave(streams, seed), 4)
+        assert again_down == down and sorted(again_late) == sorted(late)
+
+
+def test_bad_configuration_fails_when_the_flow_is_built():
+    flow = Dataflow("bad")
+    up = op.input("in", flow, TestingSource([]))
+    with pytest.raises(ValueError, match="idle"):
+        rolling_in_event_order(
+            "order", up, partition=int, offset=int, key=str, ts_us=int, value=float, windows=WINDOWS,
+            allowed_lateness=LATENESS, idle=timedelta(0),
+        )  # fmt: skip
