@@ -177,8 +177,12 @@ class _OrderLogic(StatefulBatchLogic):
         self.state = state
         self.partition, self.offset, self.key, self.ts_us, self.value = fields
         self.now = now
+        self.released_at = now()
+        """The clock reading the latest release used: the next wake-up must be after it, not after a later
+        reading (a partition turning idle between the two readings would otherwise never wake the step)."""
 
     def _emit(self, now: datetime, late: list[tuple[Any, str]], everything: bool = False) -> list[ShardOut]:
+        self.released_at = now
         items = self.merge.release(now, everything)
         down = None
         if items:
@@ -208,7 +212,7 @@ class _OrderLogic(StatefulBatchLogic):
         return self._emit(now, late), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        return self.merge.wake_at(self.now())
+        return self.merge.wake_at(self.released_at)
 
     def on_notify(self) -> tuple[list[ShardOut], bool]:
         return self._emit(self.now(), []), StatefulBatchLogic.RETAIN

@@ -225,3 +225,24 @@ def test_bad_configuration_fails_when_the_flow_is_built():
             "order", up, partition=int, offset=int, key=str, ts_us=int, value=float, windows=WINDOWS,
             allowed_lateness=LATENESS, idle=timedelta(0),
         )  # fmt: skip
+
+
+def test_a_partition_turning_idle_right_after_a_release_still_wakes_the_step():
+    from flows.event_order import _OrderLogic
+
+    idle = timedelta(seconds=2)
+    clock = [T0]
+    merge: PartitionMerge = PartitionMerge(0, idle, 2, T0)
+    logic = _OrderLogic(
+        merge,
+        RollingState(WINDOWS),
+        (lambda e: e["p"], lambda e: e["o"], lambda e: e["term"], lambda e: e["us"], lambda e: e["v"]),
+        lambda: clock[0],
+    )
+    logic.on_batch([{"p": 1, "o": 0, "us": 10 * S, "term": "t", "v": 1.0}])
+    clock[0] = T0 + idle - timedelta(microseconds=1)
+    logic.on_batch([{"p": 0, "o": 0, "us": 20 * S, "term": "t", "v": 2.0}])  # "p1 live" holds it back
+    clock[0] = T0 + idle  # partition 1 turns idle before Bytewax asks when to wake the step
+    assert logic.notify_at() == T0 + idle
+    (out,), _ = logic.on_notify()
+    assert [e["o"] for e in out.down.items] == [0] and out.down.counts[:, 0].tolist() == [2, 2]
