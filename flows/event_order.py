@@ -16,12 +16,15 @@ depends only on what each partition holds:
 - a transaction older than its partition's newest event time by more than the allowed lateness is late:
   it goes to `late` with the reason and into no state.
 
-The order waits for the slowest partition. A partition that read nothing for `idle` (processing time)
-while others did stops holding them back, so a quiet partition cannot stall the flow; while one is idle,
-the order is exact only among the partitions that make progress. When input resumes after every
-partition was quiet for `idle` (a pause in a replay, a restart), each partition gets `idle` again
-before it counts as idle, so the first to resume does not run ahead. Partitions not seen yet (the count
-comes from the broker) hold the order back until they are seen or `idle` has passed.
+The order waits for the slowest partition. A partition that delivered nothing while the others
+delivered items for `idle` (processing time) stops holding them back, so a quiet partition cannot stall
+the flow; while one is idle, the order is exact only among the partitions that make progress. Measured
+against the input, not the clock, a worker busy in another step never makes a partition idle. When
+every partition is quiet for `idle` (the end of a replay, light traffic), all held items go (confirmed
+once more `idle / 10` later, so a source that was starved by a busy worker gets its turn first). When
+input resumes after such a pause or a restart, each partition gets `idle` again before it counts as
+idle, so the first to resume does not run ahead. Partitions not seen yet (the count comes from the
+broker) hold the order back until they are seen or the others delivered for `idle`.
 
 One Bytewax key holds the whole stage, so everything after it leaves one worker in one order: a keyed
 step downstream (e.g. the per-card rolling state) then gets each key's transactions in that order too.
@@ -65,9 +68,13 @@ class PartitionMerge(Generic[X]):
         self.partitions = partitions
         """How many partitions the topic has (0..n-1), or None to wait only for partitions seen."""
         self.started = now
-        """Origin of the idle clock for partitions that delivered nothing since (re)start."""
-        self.last_input: datetime | None = now
-        """When any partition last delivered an item; None until the first item after a restart."""
+        """Origin of the idle clock of partitions that delivered nothing since (re)start."""
+        self.last_input = now
+        """When any partition last delivered an item (or the origin, before the first)."""
+        self.reset_on_input = False
+        """Restart every partition's idle clock at the next item (set by `restore`)."""
+        self.quiet_noticed: datetime | None = None
+        """When every partition was first seen quiet for `idle`; released only when still quiet later."""
         self.newest: dict[int, int] = {}
         self.last_offset: dict[int, int] = {}
         self.seen_at: dict[int, datetime] = {}
@@ -77,12 +84,14 @@ class PartitionMerge(Generic[X]):
 
     def admit(self, partition: int, offset: int, ts_us: int, item: X, now: datetime) -> str | None:
         """Take one item in its partition's order; return why it is late, or None when it is held."""
-        if self.last_input is None or now - self.last_input >= self.idle:
-            # Input resumes after a pause of every partition (or a restart): give each partition its
+        if self.reset_on_input or now - self.last_input >= self.idle:
+            # Input resumes after every partition was quiet (or after a restart): give each partition its
             # idle time again, else the first to resume would run ahead of the others.
             self.started = now
             self.seen_at = dict.fromkeys(self.seen_at, now)
+            self.reset_on_input = False
         self.last_input = now
+        self.quiet_noticed = None
         self.seen_at[partition] = now
         if offset > self.last_offset.get(partition, -1):
             self.last_offset[partition] = offset
@@ -97,16 +106,33 @@ class PartitionMerge(Generic[X]):
         heapq.heappush(self.pending, (r, partition, offset, item))
         return None
 
-    def _holding(self, now: datetime) -> list[tuple[int, int, int]] | None:
-        """Return the read positions of the partitions that hold the order back, or None if one is unseen."""
+    def _quiet(self, now: datetime) -> bool:
+        """Say whether every partition has been quiet for `idle`, seen at two activations `idle / 10` apart.
+
+        Idleness between partitions is measured against the input itself (see `_holding`), so a worker
+        busy elsewhere never makes a partition idle. A pause of every partition is measured against the
+        clock, so it is confirmed once more after a short wait: by then the source has had a turn to
+        deliver what it read while this worker was busy.
+        """
+        if now - self.last_input < self.idle:
+            return False
+        if self.quiet_noticed is None:
+            self.quiet_noticed = now
+        return now - self.quiet_noticed >= self.idle / 10
+
+    def _holding(self) -> list[tuple[int, int, int]] | None:
+        """Return the read positions of the partitions that hold the order back, or None if one is unseen.
+
+        A partition stops holding the others back once they delivered items for `idle` since its last.
+        """
         bounds = []
         known = range(self.partitions) if self.partitions is not None else ()
         for p in {*known, *self.newest}:
             if p not in self.newest:
-                if now - self.started < self.idle:
+                if self.last_input - self.started < self.idle:
                     return None
                 continue
-            if now - self.seen_at.get(p, self.started) < self.idle:
+            if self.last_input - self.seen_at.get(p, self.started) < self.idle:
                 bounds.append((self.newest[p], p, self.last_offset[p]))
         return bounds
 
@@ -115,30 +141,28 @@ class PartitionMerge(Generic[X]):
         out: list[X] = []
         if not self.pending:
             return out
-        if everything:
+        if everything or self._quiet(now):
             bound = None
         else:
-            holding = self._holding(now)
+            holding = self._holding()
             if holding is None:
                 return out
-            bound = min(holding) if holding else None  # None: every partition is idle
+            bound = min(holding) if holding else None  # None: every other partition is idle
         pending = self.pending
         while pending and (bound is None or pending[0][:3] <= bound):
             out.append(heapq.heappop(pending)[3])
         return out
 
-    def wake_at(self, now: datetime) -> datetime | None:
-        """Return when a partition next turns idle while items wait (after `now`), else None.
+    def wake_at(self) -> datetime | None:
+        """Return when to look again while items wait: when the quiet of every partition is due or confirmed.
 
-        Only that or new input can release anything; a time already passed would wake the step in a loop.
+        Idleness between partitions changes only with new input, which wakes the step anyway.
         """
         if not self.pending:
             return None
-        times = [self.seen_at.get(p, self.started) for p in self.newest]
-        if self.partitions is not None and len(self.newest) < self.partitions:
-            times.append(self.started)
-        upcoming = [t + self.idle for t in times if t + self.idle > now]
-        return min(upcoming) if upcoming else None
+        if self.quiet_noticed is not None:
+            return self.quiet_noticed + self.idle / 10
+        return self.last_input + self.idle
 
     def snapshot(self) -> dict:
         return {
@@ -148,19 +172,19 @@ class PartitionMerge(Generic[X]):
         }
 
     def restore(self, snap: dict, now: datetime) -> None:
-        """Load a snapshot taken at `now`'s restart.
+        """Load a snapshot at a restart at `now`.
 
-        Idleness is processing time and restarts from scratch: the idle clock starts with the first item
-        read after the restart (a source takes a while to start reading, and no partition must count as
-        idle meanwhile), or, should nothing come, `10 * idle` after the restart so held items still go.
+        Idleness is processing time and restarts from scratch: every partition's idle clock restarts with
+        the first item read after the restart (a source takes a while to start reading), or, should
+        nothing come, held items go `10 * idle` after the restart.
         """
         self.newest = dict(snap["newest"])
         self.last_offset = dict(snap["last_offset"])
         self.pending = list(snap["pending"])
         heapq.heapify(self.pending)
-        self.seen_at = dict.fromkeys(self.newest, now + 9 * self.idle)
-        self.started = now + 9 * self.idle
-        self.last_input = None
+        self.started = self.last_input = now + 9 * self.idle
+        self.seen_at = dict.fromkeys(self.newest, self.last_input)
+        self.reset_on_input = True
 
 
 class _OrderLogic(StatefulBatchLogic):
@@ -177,12 +201,8 @@ class _OrderLogic(StatefulBatchLogic):
         self.state = state
         self.partition, self.offset, self.key, self.ts_us, self.value = fields
         self.now = now
-        self.released_at = now()
-        """The clock reading the latest release used: the next wake-up must be after it, not after a later
-        reading (a partition turning idle between the two readings would otherwise never wake the step)."""
 
     def _emit(self, now: datetime, late: list[tuple[Any, str]], everything: bool = False) -> list[ShardOut]:
-        self.released_at = now
         items = self.merge.release(now, everything)
         down = None
         if items:
@@ -212,7 +232,7 @@ class _OrderLogic(StatefulBatchLogic):
         return self._emit(now, late), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        return self.merge.wake_at(self.released_at)
+        return self.merge.wake_at()
 
     def on_notify(self) -> tuple[list[ShardOut], bool]:
         return self._emit(self.now(), []), StatefulBatchLogic.RETAIN
