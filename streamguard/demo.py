@@ -21,6 +21,7 @@ import msgspec
 import numpy as np
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
+from models.features import FEATURE_NAMES
 from models.registry import Registry
 from streamguard.events import Decision
 from streamguard.flow_runner import spawn_flow, stop_flows
@@ -192,8 +193,18 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         split = datetime.combine(
             txns["ts"].min().date() + timedelta(days=HISTORY_DAYS), datetime.min.time(), tzinfo=UTC
         )
-        if Registry(settings.registry_dir).current() is None:
+        current = Registry(settings.registry_dir).current()
+        if current is None:
             _bootstrap(settings, txns, labels, split, flows)
+        elif current.feature_names != FEATURE_NAMES:
+            # State from an older streamguard: its decisions lack today's features, so retraining on them
+            # would not help. Say how to start over rather than serve with no model.
+            _say(
+                f"the current model {current.version} in {settings.registry_dir} was trained on other features "
+                f"than this version serves ({len(current.feature_names)} vs {len(FEATURE_NAMES)}); its local "
+                f"state is from an older streamguard: remove {settings.state_dir} (or `make clean`) and run again"
+            )
+            return 2
         txns, labels = _live_data(settings, txns, labels, split)
         _say(
             f"live: replaying {len(txns):,} transactions at {args.rate:.0f} msg/s for {args.live_minutes} min"
