@@ -42,8 +42,7 @@ import numpy as np
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
-from flows.rolling.batch import RollingBatch
-from flows.rolling.operator import RollingOut, ShardOut, shard_downs, shard_lates
+from flows.rolling.operator import RollingOut, ShardOut, shard_downs, shard_lates, shard_out
 from flows.rolling.state import RollingState, to_us
 
 X = TypeVar("X")
@@ -204,22 +203,15 @@ class _OrderLogic(StatefulBatchLogic):
 
     def _emit(self, now: datetime, late: list[tuple[Any, str]], everything: bool = False) -> list[ShardOut]:
         items = self.merge.release(now, everything)
-        down = None
-        if items:
-            keys = list(map(self.key, items))
-            times = np.fromiter(map(self.ts_us, items), np.int64, len(items))
-            values = np.fromiter(map(self.value, items), np.float64, len(items))
-            batch, rejected = self.state.process_columns(keys, times, values)
-            # The merge's late rule makes the state's unreachable, but never drop what it might reject.
-            if rejected:
-                gone = {i for i, _ in rejected}
-                late += [(items[i], reason) for i, reason in rejected]
-                keep = [i for i in range(len(items)) if i not in gone]
-                batch = RollingBatch([items[i] for i in keep], batch.counts[:, keep], batch.floats[:, keep])
-            else:
-                batch.items = items
-            down = batch if len(batch.items) else None
-        return [ShardOut(down, late)] if down is not None or late else []
+        if not items:
+            return [ShardOut(None, late)] if late else []
+        keys = list(map(self.key, items))
+        times = np.fromiter(map(self.ts_us, items), np.int64, len(items))
+        values = np.fromiter(map(self.value, items), np.float64, len(items))
+        # The merge's late rule makes the state's unreachable, but never drop what it might reject.
+        out = shard_out(items, *self.state.process_columns(keys, times, values))
+        out.late = late + out.late
+        return [out]
 
     def on_batch(self, values: list[Any]) -> tuple[list[ShardOut], bool]:
         now = self.now()

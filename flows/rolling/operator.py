@@ -70,6 +70,19 @@ class ShardOut:
         self.late = late
 
 
+def shard_out(items: list, batch: RollingBatch, late: list[tuple[int, str]]) -> ShardOut:
+    """Pair a `process_columns` result with its items: accepted ones in `down`, rejected ones in `late`."""
+    if not late:
+        batch.items = items
+        return ShardOut(batch if items else None, [])
+    late_at = {i for i, _ in late}
+    keep = [i for i in range(len(items)) if i not in late_at]
+    down = (
+        RollingBatch([items[i] for i in keep], batch.counts[:, keep], batch.floats[:, keep]) if keep else None
+    )
+    return ShardOut(down, [(items[i], reason) for i, reason in late])
+
+
 class _ShardIn:
     """One shard's share of an input batch: keys, items, event times and values, in arrival order."""
 
@@ -98,18 +111,8 @@ class _ShardLogic(StatefulBatchLogic):
             times = np.concatenate([g.times for g in values])
             vals = np.concatenate([g.values for g in values])
         batch, late = self.state.process_columns(keys, times, vals)
-        if late:
-            late_at = {i for i, _ in late}
-            keep = [i for i in range(len(items)) if i not in late_at]
-            down = None
-            if keep:
-                down = RollingBatch([items[i] for i in keep], batch.counts[:, keep], batch.floats[:, keep])
-            out = ShardOut(down, [(items[i], reason) for i, reason in late])
-        else:
-            batch.items = items
-            out = ShardOut(batch, [])
         # Never discard: even a shard whose keys are all idle holds the horizon that late checks use.
-        return [out], StatefulBatchLogic.RETAIN
+        return [shard_out(items, batch, late)], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> dict:
         return self.state.snapshot()
