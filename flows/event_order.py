@@ -16,15 +16,23 @@ depends only on what each partition holds:
 - a transaction older than its partition's newest event time by more than the allowed lateness is late:
   it goes to `late` with the reason and into no state.
 
-The order waits for the slowest partition. A partition that delivered nothing while the others
-delivered items for `idle` (processing time) stops holding them back, so a quiet partition cannot stall
-the flow; while one is idle, the order is exact only among the partitions that make progress. Measured
-against the input, not the clock, a worker busy in another step never makes a partition idle. When
-every partition is quiet for `idle` (the end of a replay, light traffic), all held items go (confirmed
+The order waits for the slowest partition. A partition is idle, and stops holding the others back,
+when it delivered nothing while they delivered items for `idle` (processing time) *and* the broker
+holds no record of it that the flow has not read: a quiet partition cannot stall the flow, and a
+partition whose reads are merely slow (a busy broker, a fetch retry) keeps its place however long it
+takes, as in Kafka Streams since KIP-695. Without that second rule a 2 s hiccup of one partition's
+consumer during a backlog let the others run days ahead in event time, and its transactions then
+came too late for the terminal windows. A partition whose records wait at the broker but do not come
+holds the order for at most `stall`, then counts as idle with a warning. While one is idle, the order
+is exact only among the partitions that make progress.
+
+Idleness between partitions is measured against the input, not the clock, so a worker busy in another
+step never makes a partition idle. When every partition is quiet for `idle` (the end of a replay, light
+traffic), all held items go unless the broker still holds unread records of a partition (confirmed
 once more `idle / 10` later, so a source that was starved by a busy worker gets its turn first). When
 input resumes after such a pause or a restart, each partition gets `idle` again before it counts as
 idle, so the first to resume does not run ahead. Partitions not seen yet (the count comes from the
-broker) hold the order back until they are seen or the others delivered for `idle`.
+broker) hold the order back until they are seen or are idle.
 
 One Bytewax key holds the whole stage, so everything after it leaves one worker in one order: a keyed
 step downstream (e.g. the per-card rolling state) then gets each key's transactions in that order too.
@@ -33,7 +41,8 @@ step downstream (e.g. the per-card rolling state) then gets each key's transacti
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
@@ -45,8 +54,13 @@ from bytewax.operators import StatefulBatchLogic
 from flows.rolling.operator import RollingOut, ShardOut, shard_downs, shard_lates, shard_out
 from flows.rolling.state import RollingState, to_us
 
+log = logging.getLogger(__name__)
+
 X = TypeVar("X")
 """Type of the items."""
+
+EndOffsets = Callable[[], Mapping[int, tuple[int, int]]]
+"""Asks the broker for each partition's `(first offset, end offset)`; raises when it cannot."""
 
 SNAPSHOT_VERSION = 1
 STAGE_KEY = "all"
@@ -59,13 +73,32 @@ class PartitionMerge(Generic[X]):
     Not thread-safe; one Bytewax key owns it. Times are integer microseconds; `now` is processing time.
     """
 
-    def __init__(self, lateness_us: int, idle: timedelta, partitions: int | None, now: datetime) -> None:
+    def __init__(
+        self,
+        lateness_us: int,
+        idle: timedelta,
+        partitions: int | None,
+        now: datetime,
+        end_offsets: EndOffsets | None = None,
+        stall: timedelta | None = None,
+    ) -> None:
         if lateness_us < 0:
             raise ValueError(f"allowed lateness must not be negative, got {lateness_us} us")
         self.lateness_us = lateness_us
         self.idle = idle
         self.partitions = partitions
         """How many partitions the topic has (0..n-1), or None to wait only for partitions seen."""
+        self.end_offsets = end_offsets
+        """The broker's end offsets, to tell a quiet partition from a slow one; None: by time alone."""
+        self.stall = stall if stall is not None else 30 * idle
+        """Longest a partition with unread records at the broker holds the order back."""
+        self._ends: Mapping[int, tuple[int, int]] | None = None
+        self._ends_asked: datetime | None = None
+        self._ends_failed = False
+        self.recheck_at: datetime | None = None
+        """When to ask the broker again about a partition that holds the order with unread records."""
+        self.stalled: set[int] = set()
+        """Partitions that count as idle although the broker holds unread records of theirs (warned)."""
         self.started = now
         """Origin of the idle clock of partitions that delivered nothing since (re)start."""
         self.last_input = now
@@ -92,6 +125,7 @@ class PartitionMerge(Generic[X]):
         self.last_input = now
         self.quiet_noticed = None
         self.seen_at[partition] = now
+        self.stalled.discard(partition)
         if offset > self.last_offset.get(partition, -1):
             self.last_offset[partition] = offset
         newest = self.newest.get(partition)
@@ -119,31 +153,70 @@ class PartitionMerge(Generic[X]):
             self.quiet_noticed = now
         return now - self.quiet_noticed >= self.idle / 10
 
-    def _holding(self) -> list[tuple[int, int, int]] | None:
+    def _unread(self, partition: int, now: datetime) -> bool:
+        """Say whether the broker holds records of `partition` the flow has not read (False if unknown).
+
+        The broker is asked at most every `idle / 10`; if it cannot answer, idleness is by time alone.
+        """
+        if self.end_offsets is None:
+            return False
+        if self._ends_asked is None or now - self._ends_asked >= self.idle / 10:
+            self._ends_asked = now
+            try:
+                ends = self.end_offsets()
+            except Exception as exc:  # noqa: BLE001 - a broker hiccup must not stop the flow
+                if not self._ends_failed:  # once per outage, not every idle / 10
+                    log.warning("cannot read end offsets (%s); partition idleness by time alone for now", exc)
+                self._ends, self._ends_failed = None, True
+            else:
+                if self._ends_failed:
+                    log.warning("end offsets readable again; partitions with unread records hold the order")
+                self._ends, self._ends_failed = ends, False
+        if self._ends is None or partition not in self._ends:
+            return False
+        first, end = self._ends[partition]
+        read_to = self.last_offset[partition] + 1 if partition in self.last_offset else first
+        return end > read_to
+
+    def _holding(self, now: datetime, quiet: bool) -> list[tuple[int, int, int]] | None:
         """Return the read positions of the partitions that hold the order back, or None if one is unseen.
 
-        A partition stops holding the others back once they delivered items for `idle` since its last.
+        A partition stops holding the others back once they delivered items for `idle` since its last
+        (or every partition is `quiet`), unless the broker holds records of it not read yet.
         """
         bounds = []
         known = range(self.partitions) if self.partitions is not None else ()
-        for p in {*known, *self.newest}:
-            if p not in self.newest:
-                if self.last_input - self.started < self.idle:
+        for p in sorted({*known, *self.newest}):
+            last = self.seen_at.get(p, self.started)
+            idle = quiet or self.last_input - last >= self.idle
+            if idle and self._unread(p, now):
+                if now - last < self.stall:
+                    idle = False
+                    self.recheck_at = now + self.idle / 10
+                elif p not in self.stalled:
+                    self.stalled.add(p)
+                    log.warning(
+                        "partition %d has unread records at the broker but delivered nothing for %s; "
+                        "the event-time order stops waiting for it (STREAMGUARD_PARTITION_STALL_S)",
+                        p,
+                        now - last,
+                    )
+            if not idle:
+                if p not in self.newest:
                     return None
-                continue
-            if self.last_input - self.seen_at.get(p, self.started) < self.idle:
                 bounds.append((self.newest[p], p, self.last_offset[p]))
         return bounds
 
     def release(self, now: datetime, everything: bool = False) -> list[X]:
         """Pop, in order, every held item that no item still to come can sort before."""
         out: list[X] = []
+        self.recheck_at = None
         if not self.pending:
             return out
-        if everything or self._quiet(now):
+        if everything:
             bound = None
         else:
-            holding = self._holding()
+            holding = self._holding(now, self._quiet(now))
             if holding is None:
                 return out
             bound = min(holding) if holding else None  # None: every other partition is idle
@@ -155,12 +228,14 @@ class PartitionMerge(Generic[X]):
     def wake_at(self) -> datetime | None:
         """Return when to look again while items wait: when the quiet of every partition is due or confirmed.
 
-        Idleness between partitions changes only with new input, which wakes the step anyway.
+        Idleness between partitions changes only with new input, which wakes the step anyway; once every
+        partition is quiet, a partition with unread records at the broker is looked at every `idle / 10`.
         """
         if not self.pending:
             return None
         if self.quiet_noticed is not None:
-            return self.quiet_noticed + self.idle / 10
+            due = self.quiet_noticed + self.idle / 10
+            return max(due, self.recheck_at) if self.recheck_at is not None else due
         return self.last_input + self.idle
 
     def snapshot(self) -> dict:
@@ -254,6 +329,8 @@ def rolling_in_event_order(
     allowed_lateness: timedelta,
     idle: timedelta,
     partitions: Callable[[], int | None] = lambda: None,
+    end_offsets: EndOffsets | None = None,
+    stall: timedelta | None = None,
     now: Callable[[], datetime] = _utc_now,
 ) -> RollingOut[X]:
     """Release items in one event-time order across partitions and attach each key's rolling aggregates.
@@ -266,19 +343,27 @@ def rolling_in_event_order(
     :arg partition: The item's source partition.
     :arg offset: The item's offset in its partition (increasing).
     :arg key: The entity the windows are kept for, e.g. a terminal id.
-    :arg idle: A partition that delivered nothing for this long stops holding the order back.
+    :arg idle: A partition that delivered nothing for this long (and, with `end_offsets`, has nothing
+        unread at the broker) stops holding the order back.
     :arg partitions: Returns how many partitions the source has (asked when the stage starts), or None.
+    :arg end_offsets: Asks the broker for every partition's `(first, end)` offsets; None: idleness by
+        time alone, so a partition whose reads are only slow may be overtaken.
+    :arg stall: Longest a partition with unread records at the broker holds the order (default 30 idle).
     :arg now: The clock, UTC; for tests.
     """
     windows = tuple(windows)
     RollingState(windows, allowed_lateness)  # fail at build time on a bad configuration
     if idle <= timedelta(0):
         raise ValueError(f"idle must be positive, got {idle}")
+    if stall is not None and stall <= timedelta(0):
+        raise ValueError(f"stall must be positive, got {stall}")
     fields = (partition, offset, key, ts_us, value)
 
     def build(resume: dict | None) -> _OrderLogic:
         started = now()
-        merge: PartitionMerge = PartitionMerge(to_us(allowed_lateness), idle, partitions(), started)
+        merge: PartitionMerge = PartitionMerge(
+            to_us(allowed_lateness), idle, partitions(), started, end_offsets, stall
+        )
         if resume is None:
             return _OrderLogic(merge, RollingState(windows, allowed_lateness), fields, now)
         if resume.get("version") != SNAPSHOT_VERSION:

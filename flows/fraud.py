@@ -37,7 +37,7 @@ from flows.scoring import BatchScorer, Ingested, Row, ingested_of
 from models.features import CUSTOMER_WINDOWS, TERMINAL_RECENT_WINDOWS
 from streamguard.events import DeadLetter, Decision, dead_letter, decode_transaction, encode, to_epoch_us
 from streamguard.settings import Settings
-from streamguard.topics import partition_count
+from streamguard.topics import EndOffsets, partition_count
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,18 @@ def decode(msg: KafkaSourceMessage) -> Ingested | DeadLetter:
 
 
 LATE_EVENTS = Counter("streamguard_late_events", "Transactions rejected as too late for the feature state")
+_late_so_far = [0]
 
 
 def late_letter(item: tuple[Ingested | tuple[Ingested, object], str]) -> DeadLetter:
-    """Describe an event rejected as too late (and count it)."""
+    """Describe an event rejected as too late (and count it; logged at the 1st, 10th, 100th, ...)."""
     LATE_EVENTS.inc()
     late, reason = item
     ingested = late if isinstance(late, Ingested) else late[0]
+    _late_so_far[0] += 1
+    n = _late_so_far[0]
+    if n == 10 ** (len(str(n)) - 1):
+        log.warning("%d transaction(s) sent to the late topic so far; this one: %s", n, reason)
     return dead_letter(reason, "late", value=encode(ingested.txn))
 
 
@@ -133,6 +138,8 @@ def get_flow(settings: Settings) -> Dataflow:
         allowed_lateness=lateness,
         idle=timedelta(seconds=settings.partition_idle_s),
         partitions=lambda: partition_count(settings, topic),
+        end_offsets=EndOffsets(settings, topic),
+        stall=timedelta(seconds=settings.partition_stall_s),
     )
     with_terminal = op.flat_map("terminal_rows", ordered.down, RollingBatch.rows)
     rolled = rolling_aggregate(

@@ -69,9 +69,13 @@ class Settings(BaseSettings):
     """A transaction older than the newest one read from its Kafka partition by more than this goes to the
     `late` topic (and into no feature state)."""
     partition_idle_s: float = Field(2.0, gt=0)
-    """A `transactions` partition that delivered nothing for this long stops holding back the one
-    event-time order the terminal features are computed in (else a quiet partition would stall scoring);
-    every transaction waits at most about this long for the other partitions."""
+    """A `transactions` partition that delivered nothing for this long, and has nothing unread at the
+    broker, stops holding back the one event-time order the terminal features are computed in (else a
+    quiet partition would stall scoring); in live traffic a transaction waits at most about this long
+    for the other partitions."""
+    partition_stall_s: float = Field(60.0, gt=0)
+    """A `transactions` partition whose records wait at the broker but are not delivered holds back the
+    event-time order for at most this long (then it counts as idle, with a warning)."""
     feature_wait_timeout_s: float = Field(30.0, gt=0)
     """Longest a micro-batch waits for the SQL store to catch up before scoring `degraded`."""
     store_idle_s: float = Field(2.0, ge=0)

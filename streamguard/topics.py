@@ -88,6 +88,43 @@ def partition_count(settings: Settings, topic: str, timeout_s: float = 10.0) -> 
         consumer.close()
 
 
+class EndOffsets:
+    """Ask the broker for each partition's first and end offset of one topic, with one reused client.
+
+    The flow's event-time order uses it to tell a quiet partition (read to its end) from one whose reads
+    are only slow. Not thread-safe: one flow step owns it (the client is made on first use, in the worker).
+    """
+
+    def __init__(self, settings: Settings, topic: str, timeout_s: float = 2.0) -> None:
+        self._settings = settings
+        self._topic = topic
+        self._timeout_s = timeout_s
+        self._consumer: Consumer | None = None
+        self._partitions: list[int] = []
+
+    def __call__(self) -> dict[int, tuple[int, int]]:
+        """Return `{partition: (first offset, end offset)}`; raise KafkaException or TimeoutError."""
+        if self._consumer is None:
+            self._consumer = Consumer(
+                {**self._settings.kafka_config(), "group.id": "streamguard-end-offsets"}
+            )
+        if not self._partitions:
+            meta = self._consumer.list_topics(self._topic, timeout=self._timeout_s)
+            found = meta.topics.get(self._topic)
+            if found is None or found.error is not None:
+                raise KafkaException(f"no partition metadata for {self._topic}: {found and found.error}")
+            self._partitions = sorted(found.partitions)
+        ends = {}
+        for p in self._partitions:
+            got = self._consumer.get_watermark_offsets(
+                ConfluentPartition(self._topic, p), timeout=self._timeout_s, cached=False
+            )
+            if got is None:
+                raise TimeoutError(f"no end offset for {self._topic}[{p}] within {self._timeout_s}s")
+            ends[p] = got
+        return ends
+
+
 @dataclass(frozen=True)
 class Record:
     """One Kafka message as read back by `read_all`."""

@@ -51,6 +51,16 @@ def flow_logs(settings: Settings) -> str:
     return "\n".join(out)
 
 
+def letters_summary(settings: Settings) -> str:
+    """Say how many messages the late and dead-letter topics hold, with the first reason of each."""
+    out = []
+    for name in ("late", "dead_letters"):
+        records = read_all(settings, settings.topic(name))
+        first = msgspec.json.decode(records[0].value).get("error", "")[:300] if records else ""
+        out.append(f"{name}: {len(records)}" + (f" (first: {first})" if first else ""))
+    return "; ".join(out)
+
+
 def raw_decisions(settings: Settings) -> list[Decision]:
     """Every message in the decisions topic, duplicates included."""
     return [_decision.decode(r.value) for r in read_all(settings, settings.topic("decisions"))]
@@ -69,7 +79,8 @@ def wait_for_decisions(
         dead = [p for p in procs if p.poll() is not None]
         if dead or time.monotonic() > deadline:
             raise AssertionError(
-                f"{len(decisions)} of {expected} decisions; exited: {[p.args[3] for p in dead]}\n{flow_logs(settings)}"
+                f"{len(decisions)} of {expected} decisions; exited: {[p.args[3] for p in dead]}; "
+                f"{letters_summary(settings)}\n{flow_logs(settings)}"
             )
         time.sleep(0.5)
 

@@ -1,4 +1,5 @@
-"""Same features and scores with 1 worker, 2 workers, 2 processes, and across a kill -9 and resume.
+"""Same features and scores with 1 worker, 2 workers, 2 processes, across a kill -9 and resume, and when
+one partition's reads stall mid-backlog.
 
 Every variant replays the same dataset into its own topics and schema and scores it with the same
 registered model; full outputs are compared (every feature of every transaction, and the score), and the
@@ -63,12 +64,20 @@ def _settings(local_stack, tmp_path, name, model_dir, **extra):
     )
 
 
-def _run(settings, txns, labels, *, workers=1, processes=1) -> pd.DataFrame:
+STALLED_READ_FLOW = "tests/integration/stalled_read_flow.py:flow"
+
+
+def _run(settings, txns, labels, *, workers=1, processes=1, stall: dict | None = None) -> pd.DataFrame:
     prepare(settings)
     logs = settings.state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     mirror = spawn_flow(settings, "mirror", log_path=logs / "mirror.log")
-    if processes == 1:
+    if stall is not None:
+        cmd = [STALLED_READ_FLOW if a == "flows.fraud:flow" else a for a in flow_command(settings, "fraud")]
+        env = {**os.environ, **settings_env(settings), **{k: str(v) for k, v in stall.items()}}
+        log = open(logs / "fraud.log", "wb")  # noqa: SIM115 - handed to the child
+        flows = [subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)]
+    elif processes == 1:
         flows = [spawn_flow(settings, "fraud", workers=workers, log_path=logs / "fraud.log")]
     else:
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
@@ -121,6 +130,19 @@ def test_two_processes_give_identical_features_and_scores(
 ):
     txns, labels = dataset
     _assert_same(baseline, _run(_settings(local_stack, tmp_path, "p2", model_dir), txns, labels, processes=2))
+
+
+def test_a_partition_whose_reads_stall_mid_backlog_is_waited_for_not_overtaken(
+    local_stack, tmp_path, dataset, model_dir, baseline
+):
+    # Partition 2 delivers nothing for 5 s (more than the 2 s idle time) while the broker holds its records
+    # and the other partitions have a backlog of days of event time: they must wait, not run ahead and
+    # leave its transactions late for the terminal windows.
+    txns, labels = dataset
+    settings = _settings(local_stack, tmp_path, "stall", model_dir)
+    stalled = _run(settings, txns, labels, stall={"STALL_PARTITION": 2, "STALL_AT_OFFSET": 500, "STALL_S": 5})
+    assert "stalling reads of partition 2" in (settings.state_dir / "logs" / "fraud.log").read_text()
+    _assert_same(baseline, stalled)
 
 
 def test_kill_9_and_resume_loses_nothing_and_scores_nothing_twice(

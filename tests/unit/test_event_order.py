@@ -139,6 +139,115 @@ def test_when_every_partition_is_quiet_everything_goes_after_a_confirmation():
     assert merge.release(resumed + idle / 2) == ["e", "g"]
 
 
+class Broker:
+    """What a broker says of a topic's partitions: `(first offset, end offset)` each, or an error."""
+
+    def __init__(self, ends: dict[int, tuple[int, int]]) -> None:
+        self.ends = ends
+        self.down = False
+        self.asked = 0
+
+    def __call__(self) -> dict[int, tuple[int, int]]:
+        self.asked += 1
+        if self.down:
+            raise ConnectionError("broker unreachable")
+        return dict(self.ends)
+
+
+def test_a_partition_whose_records_wait_at_the_broker_is_never_overtaken_however_slow_its_reads():
+    idle = timedelta(seconds=2)
+    broker = Broker({0: (0, 100), 1: (0, 10)})
+    merge: PartitionMerge = PartitionMerge(0, idle, 2, T0, broker, stall=timedelta(minutes=5))
+    by_time: PartitionMerge = PartitionMerge(0, idle, 2, T0)  # the same reads, idleness by time alone
+    for m in (merge, by_time):
+        m.admit(0, 0, 100, "a0", T0)
+        m.admit(1, 0, 110, "b0", T0)
+        assert m.release(T0) == ["a0"]
+    # Partition 0 keeps delivering for a minute of a backlog (a day of event time per second); partition 1's
+    # reads stall while the broker holds 9 more of its records.
+    got, got_by_time = [], []
+    for i in range(1, 61):
+        t = T0 + i * idle / 2
+        for m in (merge, by_time):
+            m.admit(0, i, 100 + i * 86_400 * S, f"a{i}", t)
+        got += merge.release(t)
+        got_by_time += by_time.release(t)
+    assert got == ["b0"], "partition 1 still has records at the broker: nothing may pass it"
+    assert got_by_time[:3] == ["b0", "a1", "a2"], "by time alone, partition 1 is idle and is overtaken"
+    # Its reads resume: the order is exact, its records come first.
+    t = T0 + 61 * idle / 2
+    for o in range(1, 10):
+        assert merge.admit(1, o, 110 + o, f"b{o}", t) is None
+    got += merge.release(t)
+    assert got == ["b0", *(f"b{o}" for o in range(1, 10))]
+    # Read to its end now, partition 1 is idle once partition 0 delivered for `idle` more.
+    merge.admit(0, 61, 200 * 86_400 * S, "a61", t + idle / 2)
+    assert merge.release(t + idle / 2) == []
+    merge.admit(0, 62, 201 * 86_400 * S, "a62", t + idle)
+    assert merge.release(t + idle) == [f"a{i}" for i in range(1, 63)]
+    assert 50 < broker.asked < 70, "the broker is asked only for a partition silent for `idle`"
+
+
+def test_records_that_wait_at_the_broker_but_never_come_hold_the_order_for_at_most_the_stall_time(caplog):
+    idle, stall = timedelta(seconds=2), timedelta(seconds=30)
+    broker = Broker({0: (0, 100), 1: (0, 5)})
+    merge: PartitionMerge = PartitionMerge(0, idle, 2, T0, broker, stall=stall)
+    merge.admit(0, 0, 100, "a0", T0)
+    merge.admit(1, 0, 110, "b0", T0)
+    assert merge.release(T0) == ["a0"]
+    released = []
+    with caplog.at_level("WARNING"):
+        for i in range(1, 2 * stall // idle + 1):  # partition 0 delivers every idle / 2
+            merge.admit(0, i, 200 + i, f"a{i}", T0 + i * idle / 2)
+            released.append(merge.release(T0 + i * idle / 2))
+            assert ("partition 1 has unread records" in caplog.text) == (i * idle / 2 >= stall)
+    assert released[0] == ["b0"] and all(r == [] for r in released[1:-1])
+    assert released[-1] == [f"a{i}" for i in range(1, 2 * stall // idle + 1)]
+    assert "STREAMGUARD_PARTITION_STALL_S" in caplog.text
+
+
+def test_when_every_partition_is_quiet_one_with_unread_records_still_holds_and_is_looked_at_again():
+    idle = timedelta(seconds=2)
+    broker = Broker({0: (0, 1), 1: (0, 4)})
+    merge: PartitionMerge = PartitionMerge(0, idle, 2, T0, broker)
+    merge.admit(0, 0, 100, "a", T0)
+    merge.admit(1, 0, 120, "b", T0)
+    merge.admit(0, 1, 130, "c", T0)
+    assert merge.release(T0) == ["a", "b"]
+    assert merge.release(T0 + idle) == []  # every partition quiet: noticed
+    confirmed = T0 + idle + idle / 10
+    assert merge.release(confirmed) == []  # partition 1 has 3 unread records: "c" must wait
+    assert merge.wake_at() == confirmed + idle / 10, "looked at again soon, and not in a busy loop"
+    later = confirmed + 5 * idle
+    assert merge.release(later) == []
+    assert merge.wake_at() == later + idle / 10
+    broker.ends[1] = (0, 1)  # e.g. the records were deleted by retention: nothing unread any more
+    assert merge.release(later + idle) == ["c"]
+    assert merge.wake_at() is None
+
+
+def test_an_unreachable_broker_leaves_idleness_to_time_alone(caplog):
+    idle = timedelta(seconds=2)
+    broker = Broker({})
+    broker.down = True
+    merge: PartitionMerge = PartitionMerge(0, idle, 2, T0, broker)
+    merge.admit(0, 0, 100, "a", T0)
+    merge.admit(1, 0, 120, "b", T0)
+    merge.admit(0, 1, 130, "c", T0 + idle / 2)
+    with caplog.at_level("WARNING"):
+        merge.admit(0, 2, 140, "d", T0 + idle)
+        assert merge.release(T0 + idle) == ["a", "b", "c", "d"]
+        for i in range(1, 10):  # asked again every idle / 10, warned once per outage
+            merge.admit(0, 2 + i, 140 + i, "e", T0 + idle + i * idle / 10)
+            merge.release(T0 + idle + i * idle / 10)
+        assert broker.asked == 10 and caplog.text.count("cannot read end offsets") == 1
+        assert "broker unreachable" in caplog.text
+        broker.down = False
+        merge.admit(0, 20, 200, "f", T0 + 2 * idle)
+        merge.release(T0 + 2 * idle)
+    assert "end offsets readable again" in caplog.text
+
+
 def test_a_late_event_is_refused_with_its_partition_and_lag():
     merge: PartitionMerge = PartitionMerge(60 * S, timedelta(seconds=1), 1, T0)
     assert merge.admit(0, 0, 1000 * S, "a", T0) is None
