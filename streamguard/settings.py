@@ -110,6 +110,12 @@ class Settings(BaseSettings):
                 "STREAMGUARD_DECLINE_THRESHOLD must be >= STREAMGUARD_REVIEW_THRESHOLD "
                 f"(got {self.decline_threshold} < {self.review_threshold})"
             )
+        if self.partition_stall_s < self.partition_idle_s:
+            # A stall bound below the idle time would let a partition with unread records be overtaken.
+            raise ValueError(
+                "STREAMGUARD_PARTITION_STALL_S must be >= STREAMGUARD_PARTITION_IDLE_S "
+                f"(got {self.partition_stall_s} < {self.partition_idle_s})"
+            )
         if self.kafka_sasl_mechanism and not self.kafka_security_protocol.startswith("SASL"):
             raise ValueError(
                 "STREAMGUARD_KAFKA_SASL_MECHANISM needs a SASL_* STREAMGUARD_KAFKA_SECURITY_PROTOCOL"

@@ -48,6 +48,13 @@ def test_thresholds_must_be_ordered():
         Settings(_env_file=None, review_threshold=0.8, decline_threshold=0.5)
 
 
+def test_the_partition_stall_bound_must_not_be_below_the_idle_time():
+    with pytest.raises(
+        ValidationError, match="STREAMGUARD_PARTITION_STALL_S must be >= STREAMGUARD_PARTITION_IDLE_S"
+    ):
+        Settings(_env_file=None, partition_idle_s=5, partition_stall_s=3)
+
+
 def test_unknown_topic_names_are_refused():
     with pytest.raises(ValueError, match="unknown topic"):
         Settings(_env_file=None).topic("decision")
