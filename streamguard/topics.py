@@ -71,18 +71,21 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
         consumer.close()
 
 
+def _partitions(consumer: Consumer, topic: str, timeout_s: float) -> list[int]:
+    """Return a topic's partitions, sorted; raise KafkaException when the broker does not list any."""
+    found = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        raise KafkaException(f"no partition metadata for {topic}: {found and found.error}")
+    return sorted(found.partitions)
+
+
 def partition_count(settings: Settings, topic: str, timeout_s: float = 10.0) -> int | None:
     """Return how many partitions a topic has, or None when the broker does not say (logged)."""
     consumer = Consumer({**settings.kafka_config(), "group.id": "streamguard-metadata"})
     try:
-        meta = consumer.list_topics(topic, timeout=timeout_s)
-        found = meta.topics.get(topic)
-        if found is None or found.error is not None or not found.partitions:
-            log.warning("no partition metadata for topic %s: %s", topic, found and found.error)
-            return None
-        return len(found.partitions)
+        return len(_partitions(consumer, topic, timeout_s))
     except KafkaException as exc:
-        log.warning("no partition metadata for topic %s: %s", topic, exc)
+        log.warning("%s", exc)
         return None
     finally:
         consumer.close()
@@ -109,11 +112,7 @@ class EndOffsets:
                 {**self._settings.kafka_config(), "group.id": "streamguard-end-offsets"}
             )
         if not self._partitions:
-            meta = self._consumer.list_topics(self._topic, timeout=self._timeout_s)
-            found = meta.topics.get(self._topic)
-            if found is None or found.error is not None:
-                raise KafkaException(f"no partition metadata for {self._topic}: {found and found.error}")
-            self._partitions = sorted(found.partitions)
+            self._partitions = _partitions(self._consumer, self._topic, self._timeout_s)
         ends = {}
         for p in self._partitions:
             got = self._consumer.get_watermark_offsets(
