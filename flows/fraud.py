@@ -4,95 +4,84 @@
     python -m bytewax.run flows.fraud:flow -w 2                 # two workers
     streamguard flow run fraud                                  # the same with recovery on (-r/-s/-b)
 
-Steps: read `transactions` -> decode and validate (bad bytes go to `dead_letters` with the reason) ->
-merge the partitions into one event-time order (`flows.event_order`; transactions too far behind their
-partition go to `late`) and fold per-terminal rolling aggregates in it (1 h, 1 d, every card) ->
-per-customer rolling aggregates in event time (exact trailing windows including the transaction) ->
-micro-batches per worker that close when full or when their oldest transaction has waited the latency
-budget -> per-terminal label-based risk features from the SQL store (as of the transaction's day, label
-delay applied, gated on the store's freshness) -> one XGBoost call per micro-batch -> `decisions` (every
-transaction exactly once), `alerts` (review and decline), `late` (events older than the lateness bound).
-No step raises on a bad record: an exception in a Bytewax map would stop the whole flow.
+Steps (one object per read or per batch travels between them, never one per transaction):
+
+1. `read_transactions`: one reader per Kafka partition checks every message (refused ones go to
+   `dead_letters` or `late` with the reason), drops identical re-sends, and computes the transaction's own
+   and its card's features where the partition is read (`flows.transaction_source`);
+2. `route_to_workers`: each read is split by the worker that owns each row's terminal, and every worker
+   gets the partition's progress (`flows.terminal_stage`);
+3. `compute_terminal_features`: one key per worker orders its rows across partitions by event time (exact
+   mode), folds the terminal windows and attaches the terminal's label features, kept in memory from the
+   SQL store's changes (`flows.label_features`);
+4. `score`: one XGBoost call per released batch (`flows.scoring`); `encode_decisions` groups decisions and
+   alerts by output partition; `write_decisions` / `write_alerts` write each transaction once
+   (`flows.idempotent_sink`).
+
+No step raises on a bad record: an exception in a Bytewax step stops the whole flow, so every message is
+checked where it is read, and a batch the model cannot score is retried row by row into dead letters.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
-from datetime import UTC, datetime, timedelta
 
 import bytewax.operators as op
-import msgspec
-from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow
-from prometheus_client import Counter
 
-from flows.event_order import rolling_in_event_order
 from flows.idempotent_sink import IdempotentKafkaSink
-from flows.kafka_io import dead_letter_message, kafka_add_config, kafka_error_dead_letter
-from flows.micro_batch import WorkerLocalKey, micro_batch
-from flows.rolling import RollingBatch, rolling_aggregate
-from flows.scoring import BatchScorer, Ingested, Row, ingested_of
-from models.features import CUSTOMER_WINDOWS, TERMINAL_RECENT_WINDOWS
-from streamguard.events import DeadLetter, Decision, dead_letter, decode_transaction, encode, to_epoch_us
+from flows.kafka_io import dead_letter_message, kafka_add_config
+from flows.label_features import LabelFeatures
+from flows.placement import WorkerCount, worker_count, worker_keys
+from flows.scoring import BatchScorer, DecisionEncoder, ScoredRows
+from flows.terminal_stage import StageOut, TerminalStage, route_to_workers
+from flows.transaction_source import TransactionSource
+from streamguard.events import DeadLetter, dead_letter
 from streamguard.settings import Settings
-from streamguard.topics import EndOffsets, partition_count
+from streamguard.topics import partition_count
 
 log = logging.getLogger(__name__)
 
 
-def decode(msg: KafkaSourceMessage) -> Ingested | DeadLetter:
-    """Decode one Kafka message into a transaction, or a dead letter saying why not."""
-    ingested = datetime.now(UTC)
-    parsed = decode_transaction(msg.value) if isinstance(msg.value, bytes) else "message has no value"
-    if isinstance(parsed, str):
-        return dead_letter(
-            parsed,
-            "decode",
-            value=msg.value,
-            key=msg.key,
-            topic=msg.topic,
-            partition=msg.partition,
-            offset=msg.offset,
-        )
-    kind, millis = msg.timestamp if msg.timestamp else (0, 0)
-    produced = datetime.fromtimestamp(millis / 1000, tz=UTC) if kind and millis > 0 else None
-    return Ingested(parsed, to_epoch_us(parsed.ts), produced, ingested, msg.partition, msg.offset)
+class _Keys:
+    """The per-worker keys, made once the worker count is known (after the `count_workers` input is built)."""
 
+    def __init__(self) -> None:
+        self._keys: list[str] | None = None
 
-LATE_EVENTS = Counter("streamguard_late_events", "Transactions rejected as too late for the feature state")
-_late_so_far = [0]
-
-
-def late_letter(item: tuple[Ingested | tuple[Ingested, object], str]) -> DeadLetter:
-    """Describe an event rejected as too late (and count it; logged at the 1st, 10th, 100th, ...)."""
-    LATE_EVENTS.inc()
-    late, reason = item
-    ingested = late if isinstance(late, Ingested) else late[0]
-    _late_so_far[0] += 1
-    n = _late_so_far[0]
-    if n == 10 ** (len(str(n)) - 1):
-        log.warning("%d transaction(s) sent to the late topic so far; this one: %s", n, reason)
-    return dead_letter(reason, "late", value=encode(ingested.txn))
+    def __call__(self) -> list[str]:
+        if self._keys is None or len(self._keys) != worker_count():
+            self._keys = worker_keys(worker_count())
+        return self._keys
 
 
 def _score_safely(scorer: BatchScorer):
-    def score(batch: list[Row]) -> list[Decision | DeadLetter]:
+    """Score a batch; if that fails, score row by row and dead-letter the rows that still fail."""
+
+    def score(keyed: tuple[str, StageOut]) -> list[ScoredRows | DeadLetter]:
+        stage = keyed[1]
         try:
-            return scorer(batch)
+            got = scorer(stage)
+            return [got] if got is not None else []
         except Exception:  # noqa: BLE001 - one bad batch must not stop the flow
-            log.exception("scoring a batch of %d failed; retrying one by one", len(batch))
-        out: list[Decision | DeadLetter] = []
-        for one in batch:
+            log.exception("scoring a batch of %d failed; retrying row by row", len(stage.rows))
+        out: list[ScoredRows | DeadLetter] = []
+        rows = stage.rows
+        for i in range(len(rows)):
+            one = rows.take([i])
             try:
-                out += scorer([one])
+                got = scorer(StageOut(one, [], stage.ready_us))
+                out += [got] if got is not None else []
             except Exception as exc:  # noqa: BLE001
                 out.append(
                     dead_letter(
                         f"scoring failed: {exc!r}\n{traceback.format_exc(limit=3)}",
                         "score",
-                        value=encode(ingested_of(one).txn),
+                        value=one.raw[0],
+                        partition=int(one.partitions[0]),
+                        offset=int(one.offsets[0]),
                     )
                 )
         return out
@@ -100,79 +89,38 @@ def _score_safely(scorer: BatchScorer):
     return score
 
 
-def decision_message(decision: Decision) -> tuple[str, tuple[str, bytes]]:
-    """Stamp the emission time and encode a decision, keyed (and deduplicated) by transaction id."""
-    stages = msgspec.structs.replace(decision.stages, emitted=datetime.now(UTC))
-    key = str(decision.transaction_id)
-    return key, (key, encode(msgspec.structs.replace(decision, stages=stages)))
-
-
 def get_flow(settings: Settings) -> Dataflow:
     """Build the scoring dataflow from settings."""
     flow = Dataflow("streamguard_fraud")
+    op.input("count_workers", flow, WorkerCount())
+    reads = op.input("read_transactions", flow, TransactionSource(settings))
+    keys = _Keys()
+    pieces = op.flat_map("route_to_workers", reads, lambda batch: route_to_workers(batch, keys()))
+
+    def build(resume: dict | None) -> TerminalStage:
+        # Bytewax does not tell a logic its key; the stage learns its worker from the first piece.
+        partitions = partition_count(settings, settings.topic("transactions"))
+        return TerminalStage(
+            settings, -1, worker_count(), partitions, LabelFeatures.shared(settings), resume=resume
+        )
+
+    staged = op.stateful_batch("compute_terminal_features", pieces, build)
+    results = op.flat_map("score", staged, _score_safely(BatchScorer(settings)))
+    scored = op.branch("split_failed", results, lambda x: isinstance(x, ScoredRows))
+
+    encoder = DecisionEncoder(settings)
+    encoded = op.map("encode_decisions", scored.trues, encoder)
+    decisions = op.flat_map("decision_groups", encoded, lambda pair: pair[0])
+    alerts = op.flat_map("alert_groups", encoded, lambda pair: pair[1])
+    op.output("write_decisions", decisions, IdempotentKafkaSink(settings, settings.topic("decisions")))
+    op.output("write_alerts", alerts, IdempotentKafkaSink(settings, settings.topic("alerts"), guard=False))
+
     brokers, add_config = settings.brokers, kafka_add_config(settings)
-    inp = kop.input(
-        "read_transactions",
-        flow,
-        brokers=brokers,
-        topics=[settings.topic("transactions")],
-        add_config=add_config,
-        batch_size=settings.kafka_batch_size,
+    late = op.merge(
+        "collect_late",
+        op.flat_map("late_reads", reads, lambda batch: batch.late),
+        op.flat_map("late_terminals", staged, lambda keyed: keyed[1].late),
     )
-    decoded = op.map("decode", inp.oks, decode)
-    valid = op.branch("split_invalid", decoded, lambda x: isinstance(x, Ingested))
-
-    lateness = timedelta(seconds=settings.allowed_lateness_s)
-    # A terminal's transactions come from every partition: fold them in one order that does not depend on
-    # how the partitions' reads interleave, so any replay speed or worker count gives the same features.
-    topic = settings.topic("transactions")
-    ordered = rolling_in_event_order(
-        "compute_terminal_features",
-        valid.trues,
-        partition=lambda i: i.partition,
-        offset=lambda i: i.offset,
-        key=lambda i: i.txn.terminal_id,
-        ts_us=lambda i: i.ts_us,
-        value=lambda i: i.txn.amount,
-        windows=[timedelta(seconds=s) for _, s in TERMINAL_RECENT_WINDOWS],
-        allowed_lateness=lateness,
-        idle=timedelta(seconds=settings.partition_idle_s),
-        partitions=lambda: partition_count(settings, topic),
-        end_offsets=EndOffsets(settings, topic),
-        stall=timedelta(seconds=settings.partition_stall_s),
-    )
-    with_terminal = op.flat_map("terminal_rows", ordered.down, RollingBatch.rows)
-    rolled = rolling_aggregate(
-        "compute_customer_features",
-        with_terminal,
-        key=lambda r: r[0].txn.customer_id,
-        ts_us=lambda r: r[0].ts_us,
-        value=lambda r: r[0].txn.amount,
-        windows=[timedelta(seconds=s) for _, s in CUSTOMER_WINDOWS],
-        allowed_lateness=lateness,
-    )
-    # One micro-batch per worker: full at `score_batch_max_rows`, or closed once its oldest transaction
-    # has waited `score_batch_max_wait_ms` since it was read, so batches grow with load within a budget.
-    worker_key = WorkerLocalKey()
-    groups = op.map("group_by_worker", rolled.down, lambda b: (worker_key(b.shard), b.rows()))
-    batches = micro_batch(
-        "wait_for_batch",
-        groups,
-        max_rows=settings.score_batch_max_rows,
-        max_wait=timedelta(milliseconds=settings.score_batch_max_wait_ms),
-        since=lambda row: ingested_of(row).ingested,
-    )
-    results = op.flat_map("score_batch", batches, _score_safely(BatchScorer(settings)))
-    scored = op.branch("split_failed", results, lambda x: isinstance(x, Decision))
-
-    # Decisions and alerts are written once per transaction, even across a crash and resume.
-    messages = op.map("encode_decisions", scored.trues, decision_message)
-    op.output("write_decisions", messages, IdempotentKafkaSink(settings, settings.topic("decisions")))
-    alerts = op.filter("keep_alerts", scored.trues, lambda d: d.decision != "approve")
-    alert_messages = op.map("encode_alerts", alerts, decision_message)
-    op.output("write_alerts", alert_messages, IdempotentKafkaSink(settings, settings.topic("alerts")))
-
-    late = op.map("describe_late", op.merge("collect_late", ordered.late, rolled.late), late_letter)
     kop.output(
         "write_late",
         op.map("encode_late", late, dead_letter_message),
@@ -180,8 +128,9 @@ def get_flow(settings: Settings) -> Dataflow:
         topic=settings.topic("late"),
         add_config=add_config,
     )
-    kafka_errors = op.map("describe_kafka_errors", inp.errs, kafka_error_dead_letter)
-    dead = op.merge("collect_dead_letters", valid.falses, scored.falses, kafka_errors)
+    dead = op.merge(
+        "collect_dead_letters", op.flat_map("dead_reads", reads, lambda batch: batch.dead), scored.falses
+    )
     kop.output(
         "write_dead_letters",
         op.map("encode_dead_letters", dead, dead_letter_message),

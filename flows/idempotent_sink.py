@@ -1,127 +1,210 @@
-"""Write to Kafka exactly once per key across restarts, on top of Bytewax's at-least-once recovery.
+"""Write each transaction's decision to Kafka once, across restarts and whichever partition it came from.
 
 Bytewax resumes from its last snapshot and replays the epoch after it, so a plain Kafka sink writes that
 epoch's outputs twice. This sink is a `FixedPartitionedSink` with one Bytewax partition per Kafka
-partition of the output topic. Its snapshot is the next offset it will write, taken with the rest of the
-flow's state. On resume it reads what its Kafka partition received after that offset (written after the
-snapshot, before the crash) and skips those keys when the replay produces them again.
+partition of the output topic; items arrive grouped by output partition (`flows.scoring`), keyed by
+transaction id. Each writer remembers the ids it wrote within the dedupe window, with a fingerprint of
+the transaction's content, and its snapshot is the next offset it will write. On resume it reads what its
+Kafka partition received after that offset (written after the snapshot, before the crash), so:
 
-Items are `(key, value)`: the key is the dedupe key (a transaction id) and decides the Kafka partition
-(crc32, the same in every process), so each key is written by exactly one sink partition.
+- a decision for an id already written with the same content (a replay after a restart) is skipped;
+- one for an id already written with other content (the id re-used by another card, so read from
+  another input partition, where the reader's own check cannot see it) goes to `dead_letters` instead,
+  with where the first one is: one transaction id is decided once.
 """
 
 from __future__ import annotations
 
 import logging
-import zlib
+from datetime import datetime
 
+import msgspec
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+from flows import metrics
+from flows.kafka_io import Message, partition_name
+from flows.recent_ids import RecentIds, fingerprint
+from streamguard.events import dead_letter, encode, to_epoch_us
 from streamguard.settings import Settings
 from streamguard.topics import read_to_end
 
 log = logging.getLogger(__name__)
 
 
-class _PartitionWriter(StatefulSinkPartition[tuple[str, bytes], int]):
-    def __init__(self, settings: Settings, topic: str, partition: int, resume_offset: int | None) -> None:
-        self._settings, self._topic, self._partition = settings, topic, partition
-        self._producer = Producer({**settings.kafka_config(), "linger.ms": 2, "enable.idempotence": False})
-        self._written_since_snapshot = (
-            self._keys_after(settings, resume_offset) if resume_offset is not None else set()
-        )
-        self._next_offset = resume_offset
-        self._failed: list[str] = []
-        if self._written_since_snapshot:
-            log.warning(
-                "%s[%d]: %d keys were written after the last snapshot; their replays will be skipped",
-                topic,
-                partition,
-                len(self._written_since_snapshot),
-            )
+class _Decided(msgspec.Struct):
+    """The fields of a written decision that identify its transaction."""
 
-    def _keys_after(self, settings: Settings, offset: int) -> set[str]:
-        # A 1 s wait for nothing ends the read: missing a key here would mean writing it twice.
-        messages = read_to_end(
-            settings, self._topic, lambda _low, _high: offset, partitions=[self._partition], idle_s=1.0
+    ts: datetime
+    customer_id: str
+    terminal_id: str
+    amount: float
+
+
+_decided = msgspec.json.Decoder(_Decided)
+
+
+class _PartitionWriter(StatefulSinkPartition[list[Message], dict]):
+    def __init__(
+        self, settings: Settings, topic: str, partition: int, resume: dict | int | None, guard: bool
+    ) -> None:
+        self._settings, self._topic, self._partition = settings, topic, partition
+        self._guard = guard
+        self._producer = Producer(
+            {
+                **settings.kafka_config(),
+                **settings.kafka_producer_tuning(),
+                "enable.idempotence": False,
+                "on_delivery": self._delivered,
+            }
         )
-        return {m.key().decode() for m in messages if m.key() is not None}
+        self._watermarks: Consumer | None = None
+        self._dead_topic = settings.topic("dead_letters")
+        window_us = int(settings.dedupe_window_s * 1e6)
+        self._ids = (
+            RecentIds.restore(resume["ids"], window_us) if isinstance(resume, dict) else RecentIds(window_us)
+        )
+        self._next_offset = resume["next_offset"] if isinstance(resume, dict) else resume
+        self._written: dict[str, int] = {}
+        """Ids written after the snapshot (read back on resume): key -> fingerprint."""
+        if self._next_offset is not None:
+            self._written = self._keys_after(self._next_offset)
+            if self._written:
+                log.warning(
+                    "%s[%d]: %d decisions were written after the last snapshot; their replays will be skipped",
+                    topic,
+                    partition,
+                    len(self._written),
+                )
+        self._failed: list[str] = []
+        self._delivered_to = 0
+        """One past the highest offset Kafka confirmed for this partition (exact: Tansu's end offset is not)."""
+
+    def _keys_after(self, offset: int) -> dict[str, int]:
+        # A 1 s wait for nothing ends the read: missing a key here would mean writing it twice.
+        found: dict[str, int] = {}
+        for m in read_to_end(
+            self._settings, self._topic, lambda _low, _high: offset, partitions=[self._partition], idle_s=1.0
+        ):
+            if m.key() is None or m.value() is None:
+                continue
+            try:
+                d = _decided.decode(m.value())
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            found[m.key().decode()] = fingerprint(to_epoch_us(d.ts), d.customer_id, d.terminal_id, d.amount)
+        return found
 
     def _delivered(self, err, msg) -> None:
         if err is not None:
             self._failed.append(str(err))
-        elif self._next_offset is None or msg.offset() + 1 > self._next_offset:
-            self._next_offset = msg.offset() + 1
+        elif msg.offset() >= self._delivered_to:
+            self._delivered_to = msg.offset() + 1
 
-    def write_batch(self, items: list[tuple[str, bytes]]) -> None:
-        """Produce the batch (skipping keys already written after the snapshot) and wait for delivery."""
-        for key, value in items:
-            if key in self._written_since_snapshot:
-                self._written_since_snapshot.discard(key)
-                continue
-            while True:
-                try:
-                    self._producer.produce(
-                        self._topic,
-                        key=key.encode(),
-                        value=value,
-                        partition=self._partition,
-                        on_delivery=self._delivered,
-                    )
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)
-        if self._producer.flush(30) or self._failed:
+    def write_batch(self, items: list[list[Message]]) -> None:
+        """Produce the messages not written yet (delivery is awaited at the next snapshot)."""
+        produce = self._producer.produce
+        for group in items:
+            for key, print_, ts_us, value in group:
+                if not self._first(key, print_, ts_us):
+                    continue
+                while True:
+                    try:
+                        produce(self._topic, key=key.encode(), value=value, partition=self._partition)
+                        break
+                    except BufferError:
+                        self._producer.poll(0.05)
+        self._producer.poll(0)  # serve delivery reports; never wait here (the snapshot waits)
+        self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        if self._failed:
             # Raising stops the flow: better than a snapshot claiming outputs that Kafka never took.
-            raise KafkaException(f"delivery to {self._topic}[{self._partition}] failed: {self._failed[:3]}")
+            raise KafkaException(
+                f"delivery to {self._topic}[{self._partition}] failed: {self._failed[:3]}; "
+                "is the broker up and the topic there? (`streamguard status`)"
+            )
 
-    def snapshot(self) -> int:
-        """Return the next offset of this Kafka partition (everything before it is written)."""
-        if self._next_offset is None:
-            self._next_offset = self._end_offset()
-        return self._next_offset
+    def _first(self, key: str, print_: int, ts_us: int) -> bool:
+        """Say whether to write this decision (and dead-letter it if its id was decided for other content)."""
+        txn_id = int(key)
+        written = self._written.pop(key, None)
+        if written is not None:  # in the topic already (written after the last snapshot, before a crash)
+            self._ids.check(txn_id, written, ts_us, self._partition)
+        is_new, first = self._ids.check(txn_id, print_, ts_us, self._partition)
+        if is_new:
+            return True
+        if first is None or not self._guard:
+            return False  # the same decision again (a replay), or an alert the decisions sink judges
+        letter = dead_letter(
+            f"duplicate transaction_id {txn_id} with different content: a decision for it is already in "
+            f"{self._topic} partition {self._partition}; transaction ids must be unique: send it with a new id",
+            "dedupe",
+            value=None,
+            topic=self._topic,
+            partition=self._partition,
+        )
+        self._producer.produce(self._dead_topic, key=b"dedupe", value=encode(letter))
+        metrics.DEAD_LETTERS.labels("dedupe", "duplicate_id").inc()
+        return False
+
+    def snapshot(self) -> dict:
+        """Wait for every message to be delivered, then return the partition's next offset and the ids.
+
+        Messages are produced without waiting (`write_batch`); this is the one place that waits, once per
+        snapshot, so a snapshot never claims an output Kafka has not taken.
+        """
+        if self._producer.flush(30):
+            self._failed.append(f"{len(self._producer)} messages not delivered within 30 s")
+        self._raise_failed()
+        return {"next_offset": max(self._end_offset(), self._delivered_to), "ids": self._ids.snapshot()}
 
     def _end_offset(self) -> int:
-        # Only reached before this writer produced anything. A broker's end offset may trail the data
-        # (Tansu); a lower bound is safe here: on resume, keys found after it are skipped, and keys written
-        # before it are already in the topic.
-        consumer = Consumer({**self._settings.kafka_config(), "group.id": "streamguard-sink"})
-        try:
-            _, high = consumer.get_watermark_offsets(TopicPartition(self._topic, self._partition), timeout=10)
-            return high
-        finally:
-            consumer.close()
+        # A broker's end offset may trail the data (Tansu); a lower bound is safe: on resume, keys found
+        # after it are read back and skipped, and keys before it are in the topic already.
+        if self._watermarks is None:
+            self._watermarks = Consumer({**self._settings.kafka_config(), "group.id": "streamguard-sink"})
+        _, high = self._watermarks.get_watermark_offsets(
+            TopicPartition(self._topic, self._partition), timeout=10, cached=False
+        )
+        return high
 
     def close(self) -> None:
         """Flush what is left."""
         self._producer.flush(30)
+        if self._watermarks is not None:
+            self._watermarks.close()
 
 
-class IdempotentKafkaSink(FixedPartitionedSink[tuple[str, bytes], int]):
-    """A Kafka sink that writes each key once, even across Bytewax restarts.
+class IdempotentKafkaSink(FixedPartitionedSink[list[Message], dict]):
+    """A Kafka sink that writes each transaction's decision once, even across restarts (see the module).
 
-    Upstream items are `(key, (key, value))`: Bytewax routes on the outer key and hands the writer the
-    inner pair, which it needs to skip replays.
+    Upstream items are `(partition name, [messages])` with the names of `partition_name`.
     """
 
-    def __init__(self, settings: Settings, topic: str) -> None:
+    def __init__(self, settings: Settings, topic: str, *, guard: bool = True) -> None:
         self._settings = settings
         self._topic = topic
+        self._guard = guard
 
     def list_parts(self) -> list[str]:
         """One Bytewax partition per Kafka partition of the topic."""
         consumer = Consumer({**self._settings.kafka_config(), "group.id": "streamguard-sink"})
         try:
-            meta = consumer.list_topics(self._topic, timeout=10)
-            return [str(p) for p in sorted(meta.topics[self._topic].partitions)]
+            meta = consumer.list_topics(self._topic, timeout=10).topics.get(self._topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                raise KafkaException(
+                    f"output topic {self._topic} has no partitions ({meta and meta.error}); "
+                    "create it with `streamguard up` or `streamguard topics create`"
+                )
+            return [partition_name(p) for p in sorted(meta.partitions)]
         finally:
             consumer.close()
 
     def part_fn(self, item_key: str) -> int:
-        """Route a key to a partition index, the same way in every process."""
-        return zlib.crc32(item_key.encode())
+        """Route a group to its Kafka partition: names are zero-padded numbers, so the index is the number."""
+        return int(item_key)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _PartitionWriter:
+    def build_part(self, step_id: str, for_part: str, resume_state: dict | int | None) -> _PartitionWriter:
         """Open the writer of one Kafka partition, resuming after `resume_state` if given."""
-        return _PartitionWriter(self._settings, self._topic, int(for_part), resume_state)
+        return _PartitionWriter(self._settings, self._topic, int(for_part), resume_state, self._guard)

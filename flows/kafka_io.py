@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from bytewax.connectors.kafka import KafkaError, KafkaSinkMessage
+from bytewax.connectors.kafka import KafkaSinkMessage
 
-from streamguard.events import DeadLetter, dead_letter, encode
+from streamguard.events import DeadLetter, encode
 from streamguard.settings import Settings
+
+Message = tuple[str, int, int, bytes]
+"""One output message of the idempotent sink: (key = transaction id, content fingerprint, event time in
+microseconds, JSON value)."""
+
+_PAD = 5
+
+
+def partition_name(partition: int) -> str:
+    """Return the Bytewax partition name of a Kafka partition: zero-padded, so names sort as numbers."""
+    return str(partition).zfill(_PAD)
 
 
 def kafka_add_config(settings: Settings) -> dict[str, str]:
@@ -13,23 +24,6 @@ def kafka_add_config(settings: Settings) -> dict[str, str]:
     conf = settings.kafka_config()
     conf.pop("bootstrap.servers")
     return conf
-
-
-def kafka_error_dead_letter(err: KafkaError) -> DeadLetter:
-    """Describe a consumer or deserialisation error from Bytewax's Kafka source as a dead letter.
-
-    Bytewax drops these silently unless the `errs` stream is connected, so every flow routes it here.
-    """
-    msg = err.msg
-    return dead_letter(
-        f"kafka error: {err.err}",
-        "read",
-        value=msg.value if isinstance(msg.value, bytes) else None,
-        key=msg.key if isinstance(msg.key, bytes) else None,
-        topic=msg.topic,
-        partition=msg.partition,
-        offset=msg.offset,
-    )
 
 
 def dead_letter_message(letter: DeadLetter) -> KafkaSinkMessage[bytes, bytes]:

@@ -99,12 +99,19 @@ class ModelRoles:
         self._load("canary", roles.canary)
         self._share = roles.canary_share if self._loaded["canary"] else 0.0
 
-    def score(self, x: np.ndarray, transaction_ids: np.ndarray) -> ScoredBatch:
-        """Score a batch: champion (or canary for its share), shadow on every row, explain flagged rows."""
+    def score(
+        self, x: np.ndarray, transaction_ids: np.ndarray, fast: np.ndarray | None = None
+    ) -> ScoredBatch:
+        """Score a batch: champion (or canary for its share), shadow on every row, explain flagged rows.
+
+        Rows marked in `fast` (past their deadline) take the fast path: the acting model only, no shadow
+        score and no explanation.
+        """
         n = len(x)
         champion = self._loaded["current"]
         if champion is None:
             return ScoredBatch([None] * n, [None] * n, ["champion"] * n, None, [None] * n, [None] * n)
+        slow = np.ones(n, bool) if fast is None else ~fast
         scores = champion[1].score(x)
         versions = np.full(n, champion[0], dtype=object)
         variants = np.full(n, "champion", dtype=object)
@@ -115,7 +122,7 @@ class ModelRoles:
         )
         threshold = self._settings.review_threshold
         # Explanations come from the model that acted on the row, only for rows at or above review.
-        kept = np.setdiff1d(np.arange(n), routed)
+        kept = np.setdiff1d(np.flatnonzero(slow), routed)
         for i, e in zip(kept, explain_flagged(champion[1], x[kept], scores[kept], threshold), strict=True):
             explanations[i] = e
         if routed.size:
@@ -123,14 +130,21 @@ class ModelRoles:
             scores[routed] = canary_scores
             versions[routed] = canary[0]
             variants[routed] = "canary"
+            explained = routed[slow[routed]]
             for i, e in zip(
-                routed, explain_flagged(canary[1], x[routed], canary_scores, threshold), strict=True
+                explained,
+                explain_flagged(canary[1], x[explained], scores[explained], threshold),
+                strict=True,
             ):
                 explanations[i] = e
         shadow = self._loaded["shadow"]
-        shadow_scores = [float(s) for s in shadow[1].score(x)] if shadow else [None] * n
+        shadow_scores: list[float | None] = [None] * n
+        if shadow:
+            on = np.flatnonzero(slow)
+            for i, v in zip(on.tolist(), shadow[1].score(x[on]).tolist(), strict=True):
+                shadow_scores[i] = v
         return ScoredBatch(
-            [float(s) for s in scores],
+            scores.tolist(),
             versions.tolist(),
             variants.tolist(),
             shadow[0] if shadow else None,

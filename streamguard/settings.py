@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     Bytewax 0.21.1 can stall when workers hold uneven numbers of partitions (bytewax#556)."""
     kafka_batch_size: int = Field(1000, ge=1)
     """Most messages one Kafka read hands the flow."""
+    kafka_fetch_wait_max_ms: int | None = Field(None, ge=0)
+    """librdkafka's `fetch.wait.max.ms` for the flows' consumers; unset picks by broker: 5 for the
+    embedded broker (Tansu answers a fetch only when this wait expires, so it is latency), 100 for a real
+    Kafka (it answers as soon as data arrives; lower values only add requests)."""
+    kafka_linger_ms: float = Field(1.0, ge=0)
+    """librdkafka's `linger.ms` for the flows' producers: how long a message may wait to share a request."""
 
     # -- SQL store (Materialize in production, PostgreSQL 16 locally) ----------------------------------------
     sql_url: SecretStr | None = None
@@ -65,24 +71,46 @@ class Settings(BaseSettings):
     # -- features ---------------------------------------------------------------------------------------------
     label_delay_days: int = Field(7, ge=0)
     """Label-based features use windows that end this many days before the transaction's day."""
-    allowed_lateness_s: float = Field(3600.0, ge=0)
+    allowed_lateness_s: float = Field(3600.0, gt=0)
     """A transaction older than the newest one read from its Kafka partition by more than this goes to the
     `late` topic (and into no feature state)."""
+    max_future_s: float = Field(60.0, gt=0)
+    """A transaction or label whose event time is more than this ahead of its Kafka timestamp (when it was
+    sent) goes to `dead_letters` and moves no clock: one event cannot move time for all others. Keep it
+    below the allowed lateness, so an accepted event can never make its partition's next events late."""
+    feature_mode: Literal["exact", "live"] = "exact"
+    """`exact`: features depend on the input only: per-terminal windows fold every partition's transactions
+    in one event-time order, and label features wait for the store, so any replay gives the same features
+    and scores. `live`: nothing waits past the decision budget: terminal windows fold in arrival order and
+    a transaction whose label features are not ready by its deadline uses the newest ready ones (flagged
+    `degraded_reason: "deadline"`)."""
+    decision_budget_ms: float = Field(100.0, gt=0)
+    """Live mode: the time from a transaction's Kafka timestamp to its decision. A transaction that cannot
+    be decided within it is decided on the fast path (no waiting, no shadow score, no explanation) and
+    flagged `degraded_reason: "deadline"`."""
     partition_idle_s: float = Field(2.0, gt=0)
-    """A `transactions` partition that delivered nothing for this long, and has nothing unread at the
-    broker, stops holding back the one event-time order the terminal features are computed in (else a
-    quiet partition would stall scoring); in live traffic a transaction waits at most about this long
-    for the other partitions."""
+    """A `transactions` partition whose reader found nothing new for this long, and whose records at the
+    broker are all read, stops holding back the exact event-time order (else a quiet partition would stall
+    scoring)."""
     partition_stall_s: float = Field(60.0, gt=0)
     """A `transactions` partition whose records wait at the broker but are not delivered holds back the
     event-time order for at most this long (then it counts as idle, with a warning)."""
+    order_buffer_max_rows: int = Field(500_000, ge=1)
+    """Exact mode: most transactions one worker holds while it waits for slower partitions. At the bound
+    the oldest are released anyway, flagged `degraded_reason: "order_bound"` (counted), so memory stays
+    bounded when a partition is slow."""
+    dedupe_window_s: float = Field(86_400.0, ge=0)
+    """How long (event time) a transaction id is remembered: an identical re-send within it is dropped
+    and counted; the same id with other content goes to `dead_letters`."""
     feature_wait_timeout_s: float = Field(30.0, gt=0)
-    """Longest a micro-batch waits for the SQL store to catch up before scoring `degraded`."""
+    """Exact mode: transactions wait for the SQL store to hold every label their features depend on, as long
+    as it keeps ingesting; once it has ingested nothing for this long (down or stuck), they are scored with
+    the newest label features it has, flagged `degraded_reason: "store"`."""
     store_idle_s: float = Field(2.0, ge=0)
     """A source partition the store has fully read, and that got nothing new for this long, stops
     holding back the store's freshness watermark (else a quiet partition would stall the flow)."""
-    feature_cache_size: int = Field(100_000, ge=0)
-    """Most (terminal, day) feature rows kept in the flow's cache."""
+    store_poll_ms: float = Field(50.0, gt=0)
+    """How often each flow process asks the store for new label-feature changes and its progress."""
 
     # -- scoring ----------------------------------------------------------------------------------------------
     scorer_device: Literal["auto", "cpu", "gpu"] = "auto"
@@ -92,10 +120,7 @@ class Settings(BaseSettings):
     decline_threshold: float = Field(0.9, ge=0, le=1)
     """Scores at or above this are declined."""
     score_batch_max_rows: int = Field(4096, ge=1)
-    """A micro-batch (one feature query, one model call) closes as soon as it holds this many transactions."""
-    score_batch_max_wait_ms: float = Field(20.0, ge=0)
-    """Latency budget: a micro-batch also closes once its oldest transaction has waited this long since the
-    flow read it, full or not (0 closes each batch as soon as it arrives)."""
+    """Most transactions per XGBoost call; bigger releases are scored in several calls."""
 
     # -- Bytewax recovery (used by `streamguard flow run`) ------------------------------------------------------
     recovery_partitions: int = Field(4, ge=1)
@@ -115,6 +140,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "STREAMGUARD_PARTITION_STALL_S must be >= STREAMGUARD_PARTITION_IDLE_S "
                 f"(got {self.partition_stall_s} < {self.partition_idle_s})"
+            )
+        if self.max_future_s >= self.allowed_lateness_s:
+            # A future event moves its partition's clock by up to max_future_s: were that beyond the
+            # lateness, one accepted event could make the next ordinary ones late.
+            raise ValueError(
+                "STREAMGUARD_MAX_FUTURE_S must be < STREAMGUARD_ALLOWED_LATENESS_S "
+                f"(got {self.max_future_s} >= {self.allowed_lateness_s})"
             )
         if self.kafka_sasl_mechanism and not self.kafka_security_protocol.startswith("SASL"):
             raise ValueError(
@@ -169,6 +201,17 @@ class Settings(BaseSettings):
         if self.kafka_sasl_password:
             conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
         return conf
+
+    def kafka_consumer_tuning(self) -> dict[str, str]:
+        """Return the consumer settings chosen for the flows (see `kafka_fetch_wait_max_ms`)."""
+        wait = self.kafka_fetch_wait_max_ms
+        if wait is None:
+            wait = 5 if self.uses_local_kafka else 100
+        return {"fetch.wait.max.ms": str(wait)}
+
+    def kafka_producer_tuning(self) -> dict[str, str]:
+        """Return the producer settings chosen for the flows (see `kafka_linger_ms`)."""
+        return {"linger.ms": f"{self.kafka_linger_ms:g}"}
 
     def sql_dsn(self) -> str:
         """Return the SQL store's connection string, secret included: pass to psycopg, never log."""

@@ -25,6 +25,7 @@ from typing import Literal
 import psycopg
 from psycopg import sql
 
+from streamguard.events import MAX_AMOUNT, MAX_ID, MAX_KEY_LENGTH, MIN_NONZERO_AMOUNT
 from streamguard.settings import Settings
 from streamguard.sql_text import strip_comments, tokenize
 
@@ -156,6 +157,12 @@ def _values(settings: Settings) -> tuple[dict[str, str | None], dict[str, str | 
         "kafka_sasl_username": (settings.kafka_sasl_username or "").replace("'", "''") or None,
         "topic_prefix": settings.topic_prefix.replace("'", "''"),
         "label_delay_days": str(int(settings.label_delay_days)),
+        # The event contract's limits (streamguard/events.py), so the views accept what the flows accept.
+        "max_id": str(MAX_ID),
+        "max_key_length": str(MAX_KEY_LENGTH),
+        "max_amount": repr(float(MAX_AMOUNT)),
+        "min_nonzero_amount": repr(float(MIN_NONZERO_AMOUNT)),
+        "max_future_s": repr(float(settings.max_future_s)),
         "review_threshold": repr(float(settings.review_threshold)),
         "decline_threshold": repr(float(settings.decline_threshold)),
         # Blocks: present when set.

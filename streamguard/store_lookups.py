@@ -37,12 +37,13 @@ from streamguard.sqlstore import SERVING_CLUSTER, SQL_DIR, SqlFile, sql_files, s
 
 @dataclass(frozen=True)
 class Lookup:
-    """One relation the flow reads, by which key, and how (`point`: equality on the key; `scan`: all rows)."""
+    """One relation the flow reads, by which key, and how (`point`: equality on the key; `scan`: all rows;
+    `subscribe`: followed as changes with SUBSCRIBE)."""
 
     relation: str
     key: tuple[str, ...]
     key_types: tuple[str, ...]
-    kind: Literal["point", "scan"]
+    kind: Literal["point", "scan", "subscribe"]
     used_by: str
 
 
@@ -51,22 +52,22 @@ LOOKUPS: tuple[Lookup, ...] = (
         "terminal_daily_transactions",
         ("terminal_id",),
         ("text",),
-        "point",
-        "flows/terminal_features.py _lookup_sql: a terminal's daily counts for the as-of windows",
+        "subscribe",
+        "flows/store_changes.py SUBSCRIBE: every terminal's daily counts, kept in the flow's memory",
     ),
     Lookup(
         "terminal_daily_frauds",
         ("terminal_id",),
         ("text",),
-        "point",
-        "flows/terminal_features.py _lookup_sql: a terminal's daily known frauds for the as-of windows",
+        "subscribe",
+        "flows/store_changes.py SUBSCRIBE: every terminal's daily known frauds, kept in the flow's memory",
     ),
     Lookup(
         "source_progress",
         ("source", "partition"),
         ("text", "integer"),
         "scan",
-        "flows/terminal_features.py StoreFreshness: the freshness watermark, every partition",
+        "flows/store_changes.py: the freshness watermark, every partition",
     ),
 )
 """What the flow reads from the store. A new lookup in the flow belongs here, with its index in 40_serving."""
@@ -77,11 +78,9 @@ _KAFKA_SOURCE_COLUMNS = {"data": "jsonb", "partition": "integer", "offset": "uin
 
 def flow_lookup_sql() -> dict[str, str]:
     """Return the SQL the flow sends, by relation read (imported from the flow, so it cannot drift)."""
-    from flows.terminal_features import _lookup_sql
-    from models.features import TERMINAL_WINDOWS_DAYS
+    from flows.store_changes import SUBSCRIBE_SQL
 
-    text = _lookup_sql(TERMINAL_WINDOWS_DAYS)
-    return {"terminal_daily_transactions": text, "terminal_daily_frauds": text}
+    return {"terminal_daily_transactions": SUBSCRIBE_SQL, "terminal_daily_frauds": SUBSCRIBE_SQL}
 
 
 class SqlCatalog:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, Message
 from confluent_kafka import TopicPartition as ConfluentPartition
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -60,17 +60,6 @@ def ensure_topics(
         admin.close()
 
 
-def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """Return {partition: next offset to be written} for a topic."""
-    consumer = KafkaConsumer(**_client_kwargs(settings), enable_auto_commit=False)
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
-    finally:
-        consumer.close()
-
-
 def _partitions(consumer: Consumer, topic: str, timeout_s: float) -> list[int]:
     """Return a topic's partitions, sorted; raise KafkaException when the broker does not list any."""
     found = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
@@ -89,39 +78,6 @@ def partition_count(settings: Settings, topic: str, timeout_s: float = 10.0) -> 
         return None
     finally:
         consumer.close()
-
-
-class EndOffsets:
-    """Ask the broker for each partition's first and end offset of one topic, with one reused client.
-
-    The flow's event-time order uses it to tell a quiet partition (read to its end) from one whose reads
-    are only slow. Not thread-safe: one flow step owns it (the client is made on first use, in the worker).
-    """
-
-    def __init__(self, settings: Settings, topic: str, timeout_s: float = 2.0) -> None:
-        self._settings = settings
-        self._topic = topic
-        self._timeout_s = timeout_s
-        self._consumer: Consumer | None = None
-        self._partitions: list[int] = []
-
-    def __call__(self) -> dict[int, tuple[int, int]]:
-        """Return `{partition: (first offset, end offset)}`; raise KafkaException or TimeoutError."""
-        if self._consumer is None:
-            self._consumer = Consumer(
-                {**self._settings.kafka_config(), "group.id": "streamguard-end-offsets"}
-            )
-        if not self._partitions:
-            self._partitions = _partitions(self._consumer, self._topic, self._timeout_s)
-        ends = {}
-        for p in self._partitions:
-            got = self._consumer.get_watermark_offsets(
-                ConfluentPartition(self._topic, p), timeout=self._timeout_s, cached=False
-            )
-            if got is None:
-                raise TimeoutError(f"no end offset for {self._topic}[{p}] within {self._timeout_s}s")
-            ends[p] = got
-        return ends
 
 
 @dataclass(frozen=True)

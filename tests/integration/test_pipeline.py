@@ -96,9 +96,9 @@ def test_every_transaction_gets_exactly_one_decision(pipeline):
     assert not any(d.degraded for d in decisions)
 
 
-def test_micro_batches_never_exceed_the_limit_and_fill_up_under_a_backlog(pipeline):
+def test_scoring_calls_never_exceed_the_limit_and_fill_up_under_a_backlog(pipeline):
     _, txns, _, decisions = pipeline
-    # A batch is scored in one call, so its decisions share one `scored` time.
+    # A batch is scored in one XGBoost call, so its decisions share one `scored` time.
     sizes = Counter(d.stages.scored for d in decisions).values()
     assert max(sizes) == BATCH_ROWS, "a replayed backlog should fill batches to the limit"
     assert sum(sizes) == len(txns)
@@ -110,7 +110,7 @@ def test_stage_timestamps_are_ordered(pipeline):
     _, _, _, decisions = pipeline
     for d in decisions[:2000]:
         s = d.stages
-        assert s.produced <= s.ingested <= s.features_ready <= s.scored <= s.emitted
+        assert s.produced <= s.ingested <= s.ordered <= s.features_ready <= s.scored <= s.emitted
 
 
 def _customer_expected(txns: pd.DataFrame) -> pd.DataFrame:
@@ -239,7 +239,9 @@ def test_a_transaction_too_far_behind_its_partition_goes_to_the_late_topic_and_i
     assert len(letters) == 1
     letter = letters[0]
     assert (
-        letter["stage"] == "late" and "allowed lateness" in letter["error"] and "partition" in letter["error"]
+        letter["stage"] == "late"
+        and "STREAMGUARD_ALLOWED_LATENESS_S" in letter["error"]
+        and "partition" in letter["error"]
     )
     assert msgspec.json.decode(base64.b64decode(letter["value_b64"]))["transaction_id"] == LATE_ID
     assert LATE_ID not in {d.transaction_id for d in decisions}

@@ -19,7 +19,8 @@ from datetime import time as dtime
 import pytest
 from psycopg import sql
 
-from flows.terminal_features import TERMINAL_FEATURES, _lookup_sql
+from flows.label_features import TERMINAL_FEATURES, TerminalLabelState
+from flows.store_changes import PostgresChangeLog
 from models.features import TERMINAL_WINDOWS_DAYS
 from streamguard.sql_text import normalise_type
 from streamguard.sqlstore import (
@@ -137,6 +138,10 @@ def _catalog(conn, schema: str) -> list[tuple]:
         UNION ALL
         SELECT p.proname, 'f', p.oid::bigint, p.prosrc
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %(s)s
+        UNION ALL
+        SELECT t.tgname, 't', t.oid::bigint, pg_get_triggerdef(t.oid)
+        FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %(s)s AND NOT t.tgisinternal
         ORDER BY 1, 2
         """,
         {"s": schema},
@@ -240,16 +245,18 @@ def test_terminal_risk_as_of_answers_hand_checked_questions(store):
 
 
 def _flow_features(settings, pairs: list[tuple[str, date]], delay: int) -> dict:
-    """Run the flow's own lookup SQL and turn it into features the way the flow does."""
-    params = {"terminals": [t for t, _ in pairs], "days": [d for _, d in pairs], "delay": delay}
-    out = {}
-    for terminal, day, *values in _rows(settings, _lookup_sql(TERMINAL_WINDOWS_DAYS), params):
-        feats = []
-        for i in range(0, len(values), 2):
-            n, frauds = int(values[i]), int(values[i + 1])
-            feats += [float(n), frauds / n if n else 0.0]
-        out[(terminal, day)] = tuple(feats)
-    return out
+    """Compute features as the flow does: from the store's change log, in memory (flows.label_features)."""
+    feed = PostgresChangeLog(connect(settings, autocommit=False))
+    try:
+        state = TerminalLabelState(delay)
+        state.apply(feed.initial())
+        changes, progress = feed.poll()  # nothing new since: the log is read to its end
+        assert changes == [] and progress is not None
+    finally:
+        feed.close()
+    epoch = date(1970, 1, 1)
+    tables = {day: state.table((day - epoch).days) for day in {d for _, d in pairs}}
+    return {(t, d): tuple(float(v) for v in tables[d].lookup([t])[0]) for t, d in pairs}
 
 
 def _assert_as_of_equals_the_flow(settings, delay: int) -> None:

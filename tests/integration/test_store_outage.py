@@ -74,9 +74,10 @@ def test_store_outage_degrades_decisions_without_stopping_and_recovers(sg_settin
     assert not any(d.degraded for d in healthy)
     degraded = [d for d in during if d.degraded]
     assert len(degraded) > len(during) // 2, "most decisions during the outage need features the store has"
-    # Degraded decisions are still made, with the terminal features missing rather than invented.
+    # Degraded decisions are still made, with the newest label features the flow had, and say why.
     assert all(d.score is None and d.decision == "approve" for d in during)  # bootstrap mode: no model
-    assert all(d.features["term_n_30d"] is None for d in degraded)
+    assert {d.degraded_reason for d in degraded} == {"store"}
+    assert all(d.features["term_n_30d"] is not None for d in degraded)
     assert all(d.features["cust_n_30d"] >= 1 for d in degraded)
     # Recovered: the last day after the outage is served exactly again.
     last_day = max(d.ts for d in after).date()

@@ -23,7 +23,7 @@ from streamguard.sqlstore import (
 
 CREATE = re.compile(
     r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:DEFAULT\s+)?(TABLE|VIEW|MATERIALIZED VIEW|INDEX|SOURCE|CONNECTION|FUNCTION|SECRET|"
-    r"CLUSTER|SINK)\s+(?:IF\s+NOT\s+EXISTS\s+)?([a-z_][a-z0-9_]*)",
+    r"CLUSTER|SINK|TRIGGER)\s+(?:IF\s+NOT\s+EXISTS\s+)?([a-z_][a-z0-9_]*)",
     re.IGNORECASE,
 )
 

@@ -14,6 +14,24 @@ from streamguard.store_lookups import LOOKUPS, Lookup, check_lookups, flow_looku
 
 SETTINGS = Settings(_env_file=None)
 LOOKUPS_READ = ("terminal_daily_transactions", "terminal_daily_frauds")
+POINT_LOOKUPS = tuple(
+    Lookup(lk.relation, lk.key, lk.key_types, "point", "test")
+    for lk in LOOKUPS
+    if lk.relation in LOOKUPS_READ
+)
+"""The daily views read by point lookups, as a service answering per-terminal queries would."""
+POINT_SQL = """
+SELECT r.terminal_id, r.as_of_day, tx.n, fr.f
+FROM ROWS FROM (unnest(%(terminals)s::text[]), unnest(%(days)s::date[])) AS r(terminal_id, as_of_day)
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(n_transactions), 0) AS n FROM terminal_daily_transactions
+    WHERE terminal_id = r.terminal_id AND day < r.as_of_day
+) AS tx
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(n_frauds), 0) AS f FROM terminal_daily_frauds
+    WHERE terminal_id = r.terminal_id AND day < r.as_of_day AND known_day < r.as_of_day
+) AS fr
+"""
 
 
 def rules(sql: str, **kwargs) -> list[str]:
@@ -172,30 +190,36 @@ def test_a_key_whose_type_cannot_be_traced_is_reported():
     ],
 )
 def test_the_lookup_sql_must_cast_its_parameters_to_the_key_type(edit, expected):
-    sql = flow_lookup_sql()["terminal_daily_transactions"].replace(*edit)
-    assert edit[0] in flow_lookup_sql()["terminal_daily_transactions"], (
-        "the flow's SQL changed: update this test"
-    )
-    found = [str(f) for f in check_lookups(LOOKUPS, SETTINGS, dict.fromkeys(LOOKUPS_READ, sql))]
+    assert edit[0] in POINT_SQL
+    sql = POINT_SQL.replace(*edit)
+    found = [str(f) for f in check_lookups(POINT_LOOKUPS, SETTINGS, dict.fromkeys(LOOKUPS_READ, sql))]
     assert any(expected in f for f in found), found
+
+
+def test_the_flow_follows_both_daily_views_and_its_sql_passes_the_lint():
+    sql = flow_lookup_sql()
+    assert {lk.relation for lk in LOOKUPS if lk.kind == "subscribe"} == set(LOOKUPS_READ)
+    for relation in LOOKUPS_READ:
+        assert f"FROM {relation}" in sql[relation]
+    assert check_lookups(LOOKUPS, SETTINGS, sql) == []
 
 
 def test_a_direct_parameter_comparison_is_understood():
     sql = "SELECT * FROM terminal_daily_transactions WHERE terminal_id = %(t)s::text AND day >= %(d)s"
-    lookup = next(lk for lk in LOOKUPS if lk.relation == "terminal_daily_transactions")
+    lookup = next(lk for lk in POINT_LOOKUPS if lk.relation == "terminal_daily_transactions")
     assert check_lookups([lookup], SETTINGS, {lookup.relation: sql}) == []
 
 
 def test_a_rows_from_unnest_lookup_is_understood():
     """The spelling Materialize documents for zipping arrays (multi-argument unnest is PostgreSQL's)."""
-    sql = flow_lookup_sql()["terminal_daily_transactions"]
+    sql = POINT_SQL
     zipped = "ROWS FROM (unnest(%(terminals)s::text[]), unnest(%(days)s::date[]))"
-    assert zipped in sql, "the flow's SQL changed: update this test"
-    assert check_lookups(LOOKUPS, SETTINGS, dict.fromkeys(LOOKUPS_READ, sql)) == []
+    assert zipped in sql
+    assert check_lookups(POINT_LOOKUPS, SETTINGS, dict.fromkeys(LOOKUPS_READ, sql)) == []
     for spelled, seen in (
         ("varchar(8)", "varchar"),
         ("int8", "bigint"),
     ):  # varchar is not text in Materialize
         wrong = sql.replace("unnest(%(terminals)s::text[])", f"unnest(%(terminals)s::{spelled}[])")
-        found = check_lookups(LOOKUPS, SETTINGS, dict.fromkeys(LOOKUPS_READ, wrong))
+        found = check_lookups(POINT_LOOKUPS, SETTINGS, dict.fromkeys(LOOKUPS_READ, wrong))
         assert any(f"casts the terminal_id parameter to {seen}" in str(f) for f in found), found

@@ -1,0 +1,404 @@
+"""Serve terminal label features from memory, kept up to date by the SQL store's change feed.
+
+A transaction on day D gets, for each window of N days, its terminal's transaction count over the whole
+days [D - delay - N, D - delay) and the share of those confirmed fraud by a label known before day D
+(`sql/30_features/terminal_risk_as_of.sql` is the same definition in SQL; the tests check they agree).
+The inputs are the store's two daily aggregates, `terminal_daily_transactions` and
+`terminal_daily_frauds`: the flow does not ask the store per micro-batch; a thread per process follows
+their changes (`flows.store_changes`: a change log on PostgreSQL, `SUBSCRIBE` on Materialize) and the
+store's progress, and the features of every terminal as of day D are computed once, in arrays, when
+the store is known to hold everything they depend on:
+
+- every label with ts < D (each `labels` partition has ingested an event at or after D, or is quiet:
+  read to Kafka's end offset, with nothing new for `store_idle_s`), and
+- every transaction of a day < D - delay (the same rule on `transactions`).
+
+So any replay, at any speed, gives the same features. While the store is down or behind, the tables
+already computed stay usable, and callers decide how long to wait (`flows.terminal_stage`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from confluent_kafka import Consumer, TopicPartition
+
+from flows import metrics
+from flows.store_changes import Change, ChangeFeed, Progress, open_feed
+from models.features import TERMINAL_WINDOWS_DAYS
+from streamguard.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DAY_US = 86_400_000_000
+ALL_DAYS = 1 << 40
+"""`ready_day` when every source partition is quiet: any day's features are complete for now."""
+TERMINAL_FEATURES = tuple(f"term_{kind}_{d}d" for d in TERMINAL_WINDOWS_DAYS for kind in ("n", "fraud_rate"))
+_RETRY_S = 5.0
+_KEEP_DAYS = max(TERMINAL_WINDOWS_DAYS) + 5
+_KEEP_TABLES = 3
+
+
+class LabelTable:
+    """Every terminal's label features as of one day (columns in `TERMINAL_FEATURES` order)."""
+
+    __slots__ = ("day", "index", "values")
+
+    def __init__(self, day: int, index: dict[str, int], values: np.ndarray) -> None:
+        self.day = day
+        self.index = index
+        """Terminal id -> row; it may grow after the table was made (new terminals read as all zero)."""
+        self.values = values
+
+    def lookup(self, terminals: Sequence[str]) -> np.ndarray:
+        """Return `[len(terminals), len(TERMINAL_FEATURES)]`; a terminal with no history gets zeros."""
+        get = self.index.get
+        rows = np.fromiter((get(t, -1) for t in terminals), np.int64, len(terminals))
+        padded = np.vstack([self.values, np.zeros((1, self.values.shape[1]))])
+        rows[(rows < 0) | (rows >= len(self.values))] = len(self.values)
+        return padded[rows]
+
+
+class TerminalLabelState:
+    """Daily transaction counts and known frauds per terminal, from the store's changes; not thread-safe."""
+
+    def __init__(self, delay_days: int, windows: Sequence[int] = TERMINAL_WINDOWS_DAYS) -> None:
+        self.delay = delay_days
+        self.windows = tuple(sorted(windows))
+        self.index: dict[str, int] = {}
+        self._counts: dict[int, np.ndarray] = {}
+        self._frauds: dict[tuple[int, int, int], int] = {}
+
+    def _row(self, terminal: str) -> int:
+        row = self.index.get(terminal)
+        if row is None:
+            row = self.index[terminal] = len(self.index)
+        return row
+
+    def apply(self, changes: Iterable[Change]) -> None:
+        """Add changes: `n_transactions` to a (terminal, day) count, `n_frauds` to (terminal, day, known)."""
+        for c in changes:
+            row = self._row(c.terminal_id)
+            if c.n_transactions:
+                counts = self._counts.get(c.day)
+                if counts is None or len(counts) <= row:
+                    grown = np.zeros(
+                        max(len(self.index), 2 * (0 if counts is None else len(counts))), np.int64
+                    )
+                    if counts is not None:
+                        grown[: len(counts)] = counts
+                    counts = self._counts[c.day] = grown
+                counts[row] += c.n_transactions
+            if c.n_frauds and c.known_day is not None:
+                key = (row, c.day, c.known_day)
+                n = self._frauds.get(key, 0) + c.n_frauds
+                if n:
+                    self._frauds[key] = n
+                else:
+                    del self._frauds[key]
+
+    def table(self, day: int) -> LabelTable:
+        """Compute every known terminal's features as of `day` (days since the epoch)."""
+        n_rows = len(self.index)
+        end = day - self.delay
+        counts = np.zeros((len(self.windows), n_rows), np.int64)
+        frauds = np.zeros((len(self.windows), n_rows), np.int64)
+        for d in range(end - self.windows[-1], end):
+            got = self._counts.get(d)
+            if got is None:
+                continue
+            got = got[:n_rows]
+            for w, length in enumerate(self.windows):
+                if d >= end - length:
+                    counts[w, : len(got)] += got
+        for (row, d, known), n in self._frauds.items():
+            if known < day and end - self.windows[-1] <= d < end and row < n_rows:
+                for w, length in enumerate(self.windows):
+                    if d >= end - length:
+                        frauds[w, row] += n
+        values = np.empty((n_rows, 2 * len(self.windows)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for w in range(len(self.windows)):
+                values[:, 2 * w] = counts[w]
+                values[:, 2 * w + 1] = np.where(counts[w] > 0, frauds[w] / counts[w], 0.0)
+        return LabelTable(day, self.index, values)
+
+    def forget_before(self, day: int) -> None:
+        """Drop counts and frauds of days before `day` (no table from now on needs them)."""
+        for d in [d for d in self._counts if d < day]:
+            del self._counts[d]
+        self._frauds = {k: n for k, n in self._frauds.items() if k[1] >= day}
+
+
+class _Quiet:
+    """Tell whether the store has read a source partition to Kafka's end, with nothing moving for a while."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._consumer: Consumer | None = None
+        self._seen: dict[tuple[str, int], tuple[tuple[int, int], float]] = {}
+        self._asked: dict[tuple[str, int], tuple[float, bool, float | None]] = {}
+        # Ask the broker about one partition at most this often (the answer must hold for store_idle_s).
+        self._interval_s = min(0.25, settings.store_idle_s / 4) if settings.store_idle_s else 0.0
+        self._partitions: dict[str, list[int]] = {}
+
+    def partitions(self, topic: str) -> list[int]:
+        if topic not in self._partitions:
+            meta = self._client().list_topics(topic, timeout=10).topics.get(topic)
+            found = sorted(meta.partitions) if meta is not None and meta.error is None else []
+            if not found:
+                return []
+            self._partitions[topic] = found
+        return self._partitions[topic]
+
+    def _client(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = Consumer(
+                {
+                    **self._settings.kafka_config(),
+                    "group.id": "streamguard-freshness",
+                    "enable.auto.commit": False,
+                }
+            )
+        return self._consumer
+
+    def __call__(
+        self, topic: str, partition: int, store_next: int, now: float, fresh: bool = False
+    ) -> float | None:
+        """Return when (wall clock) the broker last confirmed the partition quiet, or None if it is not.
+
+        Quiet: the store has read up to Kafka's end offset, and neither moved for `store_idle_s` (a broker's
+        end offset can trail the data: Tansu reports the base offset of the last record batch). Anything
+        produced to the partition before the returned time is in the store.
+        """
+        key = (topic, partition)
+        asked = self._asked.get(key)
+        if asked is not None and now - asked[0] < self._interval_s and not fresh:
+            return asked[2]
+        read_at = time.time()
+        _, high = self._client().get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=5, cached=False
+        )
+        seen = (high, store_next)
+        prev = self._seen.get(key)
+        if prev is None or prev[0] != seen:
+            self._seen[key] = (seen, now)
+            quiet = False
+        else:
+            quiet = store_next >= high and now - prev[1] >= self._settings.store_idle_s
+        confirmed = read_at if quiet else None
+        self._asked[key] = (now, quiet, confirmed)
+        return confirmed
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+
+
+class LabelFeatures:
+    """The process's label features: a thread follows the store; workers read ready days' tables."""
+
+    _shared: dict[tuple, LabelFeatures] = {}
+    _shared_lock = threading.Lock()
+
+    def __init__(self, settings: Settings, feed: ChangeFeed | None = None) -> None:
+        self._settings = settings
+        self._feed = feed
+        self._state = TerminalLabelState(settings.label_delay_days)
+        self._lock = threading.Lock()
+        self._tables: dict[int, LabelTable] = {}
+        self._quiet = _Quiet(settings)
+        self._topics = {"labels": settings.topic("labels"), "transactions": settings.topic("transactions")}
+        self.safe_day: int | None = None
+        """Newest day whose inputs every source partition has passed in event time (None until known):
+        complete for good, whenever a transaction of that day was read."""
+        self._quiet_ready: tuple[int, float] | None = None
+        """(day, time): a later day complete for transactions read before that time, because the partitions
+        still behind are quiet (read to their end, as the broker confirmed at that time)."""
+        self._newest_asked = -(1 << 40)
+        self.down_since: float | None = None
+        """When the store stopped answering (monotonic clock), or None while it answers."""
+        self.progressed_at = time.time()
+        """When the store last ingested something new (wall clock): a store that is behind but moving is
+        waited for in exact mode; one that stopped is not."""
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._after = 0
+        """The last change read, so a reconnected feed reads on from there instead of from the start."""
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def shared(cls, settings: Settings) -> LabelFeatures:
+        """Return this process's instance for these settings, started on first use."""
+        key = (settings.sql_dsn(), settings.sql_schema, settings.label_delay_days, settings.topic_prefix)
+        with cls._shared_lock:
+            found = cls._shared.get(key)
+            if found is None:
+                found = cls._shared[key] = cls(settings)
+                found.start()
+            return found
+
+    def start(self) -> None:
+        """Follow the store in a daemon thread."""
+        self._thread = threading.Thread(target=self._run, name="streamguard-label-features", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following the store."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._quiet.close()
+
+    # -- reading (worker threads) -------------------------------------------------------------------------
+
+    @property
+    def confirmed_at(self) -> float | None:
+        """When the broker last confirmed the quiet partitions behind `ready_day` (wall clock), if any."""
+        quiet = self._quiet_ready
+        return None if quiet is None else quiet[1]
+
+    def want_confirmation(self) -> None:
+        """Ask the store thread for a fresh look now (a worker holds transactions read after the last one)."""
+        self._wake.set()
+
+    @property
+    def ready_day(self) -> int | None:
+        """The newest day whose features may be complete (for transactions read early enough)."""
+        quiet = self._quiet_ready
+        return max(self.safe_day or -1, quiet[0]) if quiet is not None else self.safe_day
+
+    def is_ready(self, day: int, read_at: float) -> bool:
+        """Say whether the store holds everything `day`'s features need, for transactions read at `read_at`.
+
+        Past `safe_day` this leans on quiet partitions, which only vouch for what was produced before the
+        broker confirmed them quiet: a transaction read after that may have been produced after a label it
+        needs, so it waits for the next confirmation.
+        """
+        if self.safe_day is not None and day <= self.safe_day:
+            return True
+        quiet = self._quiet_ready
+        return quiet is not None and day <= quiet[0] and read_at < quiet[1]
+
+    def table(self, day: int, read_at: float | None = None) -> LabelTable | None:
+        """Return every terminal's features as of `day`, or None while the store is not complete for it.
+
+        `read_at`: when the transactions asking were read (wall clock, seconds); None asks for a table that
+        is complete whenever they were read (`safe_day`), e.g. a stale fallback.
+        """
+        ready = (
+            (self.safe_day is not None and day <= self.safe_day)
+            if read_at is None
+            else self.is_ready(day, read_at)
+        )
+        if not ready:
+            return None
+        found = self._tables.get(day)
+        if found is None:
+            with self._lock:
+                found = self._tables.get(day)
+                if found is None:
+                    found = self._tables[day] = self._state.table(day)
+                    if day > self._newest_asked:
+                        self._newest_asked = day
+                        for old in [d for d in self._tables if d < day - _KEEP_TABLES]:
+                            del self._tables[old]
+                        # Counts older than the longest window behind the newest day asked for serve no table
+                        # to come (the flow moves forward in event time; lateness is far below a few days).
+                        self._state.forget_before(day - self._settings.label_delay_days - _KEEP_DAYS)
+        return found
+
+    def newest_before(self, day: int) -> LabelTable | None:
+        """Return the newest table complete for good at or before `day` (stale for `day`), or None."""
+        safe = self.safe_day
+        return None if safe is None else self.table(min(day, safe))
+
+    # -- following the store (its thread) ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        poll_s = self._settings.store_poll_ms / 1000
+        while not self._stop.is_set():
+            try:
+                if self._feed is None:
+                    self._feed = open_feed(self._settings, self._after)
+                    if not self._feed.resumes:
+                        with self._lock:  # it starts from the aggregates as they are: forget ours
+                            self._state = TerminalLabelState(self._settings.label_delay_days)
+                            self._tables = {}
+                    self._load(self._feed.initial())
+                fresh = self._wake.is_set()
+                self._wake.clear()
+                changes, progress = self._feed.poll()
+                self._load(changes)
+                if progress is not None:
+                    self._advance(progress, fresh)
+                if self.down_since is not None:
+                    log.warning("SQL store answers again; label features follow it again")
+                    self.down_since = None
+            except Exception as exc:  # noqa: BLE001 - the store being down must not stop scoring
+                if self.down_since is None:
+                    self.down_since = time.monotonic()
+                    log.warning(
+                        "SQL store unavailable (%s); label features stay as of day %s, retrying every %.0f s",
+                        exc,
+                        self.ready_day,
+                        _RETRY_S,
+                    )
+                if self._feed is not None:
+                    self._after = self._feed.after
+                    self._feed.close()
+                    self._feed = None
+                self._wake.wait(_RETRY_S)
+                continue
+            if progress is not None:  # else the log had more rows than one read takes: read on at once
+                self._wake.wait(poll_s)
+
+    def _load(self, changes: list[Change]) -> None:
+        if changes:
+            with self._lock:
+                self._state.apply(changes)
+
+    def _advance(self, progress: list[Progress], fresh: bool = False) -> None:
+        """Recompute `safe_day` and the quiet readiness from the store's progress."""
+        now = time.monotonic()
+        by_source: dict[str, dict[int, Progress]] = {"labels": {}, "transactions": {}}
+        for p in progress:
+            if p.source in by_source:
+                by_source[p.source][p.partition] = p
+                if self._offsets.get((p.source, p.partition)) != p.next_offset:
+                    self._offsets[(p.source, p.partition)] = p.next_offset
+                    self.progressed_at = time.time()
+        safe_marks, quiet_marks, confirmed = [], [], float("inf")
+        for source, topic in self._topics.items():
+            parts = []
+            for partition in self._quiet.partitions(topic):
+                p = by_source[source].get(partition)
+                max_event = -1 if p is None or p.max_event_us is None else p.max_event_us
+                parts.append((max_event, partition, 0 if p is None else p.next_offset))
+            if not parts:  # the topic is missing or the broker does not answer: nothing is known
+                return
+            lowest = min(parts)[0]
+            safe_marks.append(None if lowest < 0 else lowest // DAY_US)
+            # Past the lowest partition, skip the quiet ones (lowest first) up to the first that is not.
+            watermark: int | None = ALL_DAYS * DAY_US
+            for max_event, partition, next_offset in sorted(parts):
+                at = self._quiet(topic, partition, next_offset, now, fresh)
+                if at is None:
+                    watermark = None if max_event < 0 else max_event
+                    break
+                confirmed = min(confirmed, at)
+            quiet_marks.append(None if watermark is None else watermark // DAY_US)
+        delay = self._settings.label_delay_days
+        if None not in safe_marks:
+            safe = min(safe_marks[0], safe_marks[1] + delay)
+            if self.safe_day is None or safe > self.safe_day:
+                self.safe_day = safe
+                metrics.LABEL_FEATURES_DAY.set(safe)
+        if None not in quiet_marks:
+            self._quiet_ready = (min(quiet_marks[0], quiet_marks[1] + delay, ALL_DAYS), confirmed)

@@ -1,0 +1,339 @@
+"""Read `transactions` partitions, check every message, and compute card features where they are read.
+
+One `PartitionReader` per Kafka partition (Bytewax spreads them over workers and keeps their state in
+its snapshots). Each read becomes one `ReadBatch`: accepted transactions as columns with their card
+features (`flows.card_features`), the messages refused with their reasons, and the partition's progress
+for the cross-partition event-time order (`flows.partition_merge`). Per message, in this order:
+
+1. no value, undecodable, or outside the contract's limits -> dead letter (`streamguard.events`);
+2. event time more than `max_future_s` ahead of the Kafka timestamp -> dead letter: one event cannot
+   move its partition's clock (and so every other partition's wait) far;
+3. a transaction id seen within the dedupe window: identical content -> dropped and counted; other
+   content -> dead letter naming where the first was read;
+4. older than the partition's newest event time by more than the allowed lateness -> `late`;
+5. else accepted: its place in the event-time order is its partition's newest event time so far.
+
+Idleness is decided here, where it is known: a partition whose polls found nothing for `idle`, and whose
+records at the broker are all read (its end offset, as Kafka Streams does since KIP-695), reports itself
+idle; one whose records wait at the broker but do not come reports idle only after `stall`, warned.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from flows import metrics
+from flows.card_features import CardFeatures
+from flows.recent_ids import RecentIds, fingerprint
+from flows.txn_rows import TxnRows
+from streamguard.events import DeadLetter, dead_letter, decode_transaction, future_reason, iso_us, to_epoch_us
+from streamguard.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_VERSION = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far one partition has been read: the cross-partition order needs it from every partition."""
+
+    partition: int
+    newest_us: int | None
+    """The partition's newest accepted event time (None before the first)."""
+    last_offset: int
+    """Offset of the last message read (-1 before the first)."""
+    idle: bool
+    """True when the partition has nothing more to read for now and should not hold the order back."""
+
+
+@dataclass(slots=True)
+class ReadBatch:
+    """What one read of one partition produced."""
+
+    progress: Progress
+    rows: TxnRows | None = None
+    dead: list[DeadLetter] = field(default_factory=list)
+    late: list[DeadLetter] = field(default_factory=list)
+    duplicates: int = 0
+
+
+class IdleWatch:
+    """Decide when a partition is idle: nothing read for `idle`, and nothing unread at the broker."""
+
+    def __init__(self, idle: timedelta, stall: timedelta, unread: Callable[[], bool | None]) -> None:
+        self.idle_s = idle.total_seconds()
+        self.stall_s = stall.total_seconds()
+        self._unread = unread
+        self._empty_since: float | None = None
+        self._next_check = 0.0
+        self._announced = 0.0
+        self.idle = False
+        self.stalled = False
+
+    def read(self, got_records: bool, now: float) -> bool:
+        """Note one poll's outcome; return True when the idle status should be sent: when it changed, and
+        every `idle` while idle (after every partition paused, the order presumes all active again until
+        each says otherwise: `flows.partition_merge`)."""
+        if got_records:
+            self._empty_since = None
+            changed = self.idle
+            self.idle = self.stalled = False
+            return changed
+        if self.idle:
+            if now - self._announced >= self.idle_s:
+                self._announced = now
+                return True
+            return False
+        if self._empty_since is None:
+            self._empty_since = now
+            return False
+        quiet_for = now - self._empty_since
+        if quiet_for < self.idle_s or now < self._next_check:
+            return False
+        unread = self._unread()
+        if unread:
+            if quiet_for < self.stall_s:
+                self._next_check = now + self.idle_s / 10
+                return False
+            self.stalled = True
+            log.warning(
+                "partition has unread records at the broker but delivered nothing for %.0f s; the event-time "
+                "order stops waiting for it (STREAMGUARD_PARTITION_STALL_S)",
+                quiet_for,
+            )
+        self.idle = True
+        self._announced = now
+        return True
+
+
+class PartitionReader(StatefulSourcePartition[ReadBatch, dict]):
+    """Read one partition of `transactions`: check, dedupe, order, and fold card features."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        partition: int,
+        resume: dict | None,
+        consumer: Consumer | None = None,
+    ) -> None:
+        self._topic, self._partition = topic, partition
+        self._batch_size = settings.kafka_batch_size
+        self._lateness_us = int(settings.allowed_lateness_s * 1e6)
+        self._max_future_us = int(settings.max_future_s * 1e6)
+        lateness = timedelta(seconds=settings.allowed_lateness_s)
+        window_us = int(settings.dedupe_window_s * 1e6)
+        if resume is None:
+            self._next_offset: int = -2  # librdkafka's OFFSET_BEGINNING
+            self._newest: int | None = None
+            self._cards = CardFeatures(lateness)
+            self._ids = RecentIds(window_us)
+        else:
+            if resume.get("version") != SNAPSHOT_VERSION:
+                raise ValueError(
+                    f"{topic}[{partition}]: recovery snapshot version {resume.get('version')!r} is not "
+                    f"{SNAPSHOT_VERSION}; this flow cannot resume it: start a new recovery store "
+                    "(`streamguard flow reset fraud`)"
+                )
+            self._next_offset = resume["next_offset"]
+            self._newest = resume["newest_us"]
+            self._cards = CardFeatures.restore(resume["cards"], lateness)
+            self._ids = RecentIds.restore(resume["ids"], window_us)
+        self._last_offset = self._next_offset - 1 if self._next_offset >= 0 else -1
+        if consumer is None:
+            consumer = Consumer(
+                {
+                    **settings.kafka_config(),
+                    **settings.kafka_consumer_tuning(),
+                    "group.id": "streamguard-fraud",
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": False,
+                }
+            )
+        self._consumer = consumer
+        self._consumer.assign([TopicPartition(topic, partition, self._next_offset)])
+        self._idle = IdleWatch(
+            timedelta(seconds=settings.partition_idle_s),
+            timedelta(seconds=settings.partition_stall_s),
+            self._has_unread,
+        )
+        self._labels = {"topic": topic, "partition": str(partition)}
+
+    def _has_unread(self) -> bool | None:
+        """Ask the broker whether records wait after what was read (None when it cannot say)."""
+        try:
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self._topic, self._partition), timeout=2.0, cached=False
+            )
+        except KafkaException as exc:
+            log.warning("%s[%d]: cannot read the end offset (%s)", self._topic, self._partition, exc)
+            return None
+        return high > self._last_offset + 1
+
+    def _progress(self) -> Progress:
+        return Progress(self._partition, self._newest, self._last_offset, self._idle.idle)
+
+    def next_batch(self) -> list[ReadBatch]:
+        """Read what the consumer has (without waiting) and turn it into at most one `ReadBatch`."""
+        msgs = self._consumer.consume(self._batch_size, 0)
+        now = time.time()
+        if not msgs:
+            return [ReadBatch(self._progress())] if self._idle.read(False, now) else []
+        self._idle.read(True, now)
+        out = self._read(msgs, int(now * 1e6))
+        metrics.READ.labels(**self._labels).inc(len(msgs))
+        return [out]
+
+    def _read(self, msgs: list, now_us: int) -> ReadBatch:
+        out = ReadBatch(self._progress())
+        where = self._where
+        check_id = self._ids.check
+        lateness, max_future = self._lateness_us, self._max_future_us
+        part_bits = self._partition << 48
+        keep: list = []  # (message, transaction, event time, order, sent, fingerprint) per accepted one
+        newest = self._newest
+        for msg in msgs:
+            err = msg.error()
+            value = msg.value()
+            if err is not None or value is None:
+                reason = f"kafka error: {err}" if err is not None else "message has no value (a tombstone)"
+                out.dead.append(where(reason, "read", msg))
+                continue
+            txn = decode_transaction(value)
+            if type(txn) is str:
+                out.dead.append(where(txn, "decode", msg))
+                continue
+            ts_us = to_epoch_us(txn.ts)
+            kind, millis = msg.timestamp()
+            sent_us = millis * 1000 if kind and millis >= 0 else -1
+            if ts_us - (sent_us if sent_us >= 0 else now_us) > max_future:
+                problem = future_reason(
+                    ts_us, sent_us if sent_us >= 0 else now_us, max_future, "its Kafka timestamp"
+                )
+                out.dead.append(where(f"invalid transaction: {problem}", "decode", msg))
+                continue
+            print_ = fingerprint(ts_us, txn.customer_id, txn.terminal_id, txn.amount)
+            is_new, first = check_id(txn.transaction_id, print_, ts_us, part_bits | msg.offset())
+            if not is_new:
+                if first is None:
+                    out.duplicates += 1
+                    continue
+                out.dead.append(where(self._duplicate_reason(txn.transaction_id, first), "dedupe", msg))
+                continue
+            if newest is not None and ts_us < newest - lateness:
+                out.late.append(where(self._late_reason(ts_us, newest), "late", msg))
+                continue
+            if newest is None or ts_us > newest:
+                newest = ts_us
+            keep.append((msg, txn, ts_us, newest, sent_us, print_))
+        self._newest = newest
+        self._last_offset = msgs[-1].offset()
+        self._next_offset = self._last_offset + 1
+        out.progress = self._progress()
+        if keep:
+            out.rows = self._rows(keep, now_us, out)
+        metrics.count_refused(out.dead, out.late, out.duplicates)
+        return out
+
+    def _rows(self, keep: list, now_us: int, out: ReadBatch) -> TxnRows | None:
+        n = len(keep)
+        msgs, txns, ts_list, order, sent, prints = zip(*keep, strict=True)
+        rows = TxnRows(
+            partitions=np.full(n, self._partition, np.int32),
+            offsets=np.fromiter((m.offset() for m in msgs), np.int64, n),
+            ids=np.fromiter((t.transaction_id for t in txns), np.int64, n),
+            ts_us=np.array(ts_list, np.int64),
+            order_us=np.array(order, np.int64),
+            amounts=np.fromiter((t.amount for t in txns), np.float64, n),
+            produced_us=np.array(sent, np.int64),
+            ingested_us=np.full(n, now_us, np.int64),
+            prints=np.array(prints, np.int64),
+            customers=[t.customer_id for t in txns],
+            terminals=[t.terminal_id for t in txns],
+            raw=[m.value() for m in msgs],
+        )
+        late = self._cards.fill(rows)
+        if late:  # unreachable while the partition rule above is stricter; never drop what it refuses
+            late_at = {i for i, _ in late}
+            for i, reason in late:
+                out.late.append(self._where(reason, "late", msgs[i]))
+            rows = rows.take([i for i in range(n) if i not in late_at])
+        return rows if len(rows) else None
+
+    def _duplicate_reason(self, txn_id: int, first: int) -> str:
+        return (
+            f"duplicate transaction_id {txn_id} with different content (the first was read at {self._topic} "
+            f"partition {first >> 48} offset {first & (1 << 48) - 1}); transaction ids must be unique: send "
+            "it with a new id"
+        )
+
+    def _late_reason(self, ts_us: int, newest: int) -> str:
+        return (
+            f"late: event time {iso_us(ts_us)} is {(newest - ts_us) / 1e6:,.0f} s behind the newest event of "
+            f"{self._topic} partition {self._partition} ({iso_us(newest)}), more than "
+            f"STREAMGUARD_ALLOWED_LATENESS_S={self._lateness_us / 1e6:g}; it is not folded into any feature"
+        )
+
+    def _where(self, reason: str, stage: str, msg) -> DeadLetter:
+        return dead_letter(
+            reason,
+            stage,
+            value=msg.value(),
+            key=msg.key(),
+            topic=self._topic,
+            partition=self._partition,
+            offset=msg.offset(),
+        )
+
+    def next_awake(self) -> None:
+        """Poll again at once after a read, after Bytewax's 1 ms cool-down after an empty one."""
+        return None
+
+    def snapshot(self) -> dict:
+        """Return the next offset to read with the card state and the ids remembered."""
+        return {
+            "version": SNAPSHOT_VERSION,
+            "next_offset": self._next_offset,
+            "newest_us": self._newest,
+            "cards": self._cards.snapshot(),
+            "ids": self._ids.snapshot(),
+        }
+
+    def close(self) -> None:
+        """Release the Kafka client."""
+        self._consumer.close()
+
+
+class TransactionSource(FixedPartitionedSource[ReadBatch, dict]):
+    """One `PartitionReader` per partition of the `transactions` topic."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._topic = settings.topic("transactions")
+
+    def list_parts(self) -> list[str]:
+        """Name the topic's partitions ("0", "1", ...), as the broker lists them."""
+        consumer = Consumer({**self._settings.kafka_config(), "group.id": "streamguard-metadata"})
+        try:
+            meta = consumer.list_topics(self._topic, timeout=10).topics.get(self._topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                raise KafkaException(
+                    f"topic {self._topic} has no partitions at {','.join(self._settings.brokers)} "
+                    f"({meta and meta.error}); create it with `streamguard up` or `streamguard topics create`"
+                )
+            return [str(p) for p in sorted(meta.partitions)]
+        finally:
+            consumer.close()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: dict | None) -> PartitionReader:
+        """Open the reader of one partition, from its snapshot if resuming."""
+        return PartitionReader(self._settings, self._topic, int(for_part), resume_state)
