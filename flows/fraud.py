@@ -31,6 +31,7 @@ import bytewax.operators as op
 from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow
 
+from flows import metrics
 from flows.idempotent_sink import IdempotentKafkaSink
 from flows.kafka_io import dead_letter_message, kafka_add_config
 from flows.label_features import LabelFeatures
@@ -141,4 +142,6 @@ def get_flow(settings: Settings) -> Dataflow:
     return flow
 
 
-flow = get_flow(Settings())
+_settings = Settings()
+metrics.serve_metrics(_settings.fraud_metrics_port, str(_settings.state_dir))
+flow = get_flow(_settings)

@@ -343,4 +343,6 @@ def get_flow(settings: Settings) -> Dataflow:
     return flow
 
 
-flow = get_flow(Settings())
+_settings = Settings()
+metrics.serve_metrics(_settings.mirror_metrics_port, str(_settings.state_dir))
+flow = get_flow(_settings)

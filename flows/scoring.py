@@ -71,6 +71,7 @@ class BatchScorer:
             parts = []
             scored_us = np.empty(len(rows), np.int64)
             for lo in range(0, len(rows), step):
+                metrics.SCORE_BATCH_ROWS.observe(np.array([min(step, len(rows) - lo)]))
                 parts.append(
                     self._models.score(x[lo : lo + step], rows.ids[lo : lo + step], fast[lo : lo + step])
                 )
@@ -196,11 +197,28 @@ class DecisionEncoder:
                 reason,
             )
             messages.append((str(ids[i]), prints[i], ts_us[i], encode_one(decision)))
+        self._observe(rows, scored, emitted)
         decisions = _grouped(messages, rows.ids % n_decisions, None)
         flagged = np.array([o != "approve" for o in outcomes], bool)
         alerts = _grouped(messages, rows.ids % n_alerts, flagged) if flagged.any() else []
         self._count(outcomes, versions, variants, reasons)
         return decisions, alerts
+
+    @staticmethod
+    def _observe(rows: TxnRows, scored: ScoredRows, emitted: datetime) -> None:
+        """Record each transaction's time per stage (seconds), one array per stage."""
+        emitted_us = int(emitted.timestamp() * 1e6)
+        produced = np.where(rows.produced_us >= 0, rows.produced_us, rows.ingested_us)
+        ordered = np.where(rows.ordered_us >= 0, rows.ordered_us, rows.ingested_us)
+        for stage, start, end in (
+            ("read", produced, rows.ingested_us),
+            ("order", rows.ingested_us, ordered),
+            ("features", ordered, scored.ready_us),
+            ("score", scored.ready_us, scored.scored_us),
+            ("emit", scored.scored_us, emitted_us),
+            ("total", produced, emitted_us),
+        ):
+            metrics.STAGE_SECONDS.observe(np.maximum(np.asarray(end) - start, 0) / 1e6, stage)
 
     @staticmethod
     def _count(outcomes: list[str], versions: list, variants: list[str], reasons: list) -> None:

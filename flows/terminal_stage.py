@@ -56,6 +56,8 @@ class Piece:
 
     progress: Progress
     rows: TxnRows | None
+    worker: int = 0
+    """The worker it is for (the stage learns its own index from it: Bytewax does not say)."""
 
 
 @dataclass(slots=True)
@@ -73,14 +75,14 @@ def route_to_workers(batch: ReadBatch, keys: list[str]) -> list[tuple[str, Piece
     workers = len(keys)
     rows = batch.rows
     if workers == 1:
-        return [(keys[0], Piece(batch.progress, rows))]
+        return [(keys[0], Piece(batch.progress, rows, 0))]
     if rows is None:
-        return [(key, Piece(batch.progress, None)) for key in keys]
+        return [(key, Piece(batch.progress, None, w)) for w, key in enumerate(keys)]
     owner = np.array(worker_of(rows.terminals, workers), np.int64)
     out = []
     for w, key in enumerate(keys):
         mine = np.flatnonzero(owner == w)
-        out.append((key, Piece(batch.progress, rows.take(mine) if len(mine) else None)))
+        out.append((key, Piece(batch.progress, rows.take(mine) if len(mine) else None, w)))
     return out
 
 
@@ -120,6 +122,7 @@ class TerminalStage(StatefulBatchLogic):
         self._due = float("inf")
         """When waiting rows must be looked at again anyway (a deadline, or the store wait running out)."""
         self._gauge = metrics.ORDER_HELD.labels(str(worker))
+        self._store_lag = metrics.STORE_LAG.labels(str(worker))
         if resume is not None:
             if resume.get("version") != SNAPSHOT_VERSION:
                 raise ValueError(f"unknown terminal-stage snapshot version {resume.get('version')!r}")
@@ -137,6 +140,10 @@ class TerminalStage(StatefulBatchLogic):
 
     def on_batch(self, pieces: list[Piece]) -> tuple[list[StageOut], bool]:
         now = self.now()
+        if self.worker < 0 and pieces:
+            self.worker = pieces[0].worker
+            self._gauge = metrics.ORDER_HELD.labels(str(self.worker))
+            self._store_lag = metrics.STORE_LAG.labels(str(self.worker))
         if self.exact:
             for piece in pieces:
                 self.merge.admit(piece.progress, piece.rows)
@@ -184,6 +191,9 @@ class TerminalStage(StatefulBatchLogic):
                 self.waiting.append(released)
         ready = self._attach_labels(now, force)
         self._gauge.set(self.merge.held + sum(len(w) for w in self.waiting))
+        if released is not None and len(released) and self.labels.ready_day is not None:
+            ahead_us = int(released.ts_us.max()) - (self.labels.ready_day + 1) * 86_400_000_000
+            self._store_lag.set(max(ahead_us, 0) / 1e6)
         if ready is None and not late:
             return []
         return [StageOut(ready, late, int(self.now() * 1e6))]

@@ -167,6 +167,7 @@ class PartitionReader(StatefulSourcePartition[ReadBatch, dict]):
             self._has_unread,
         )
         self._labels = {"topic": topic, "partition": str(partition)}
+        self._lag = metrics.CONSUMER_LAG.labels(**self._labels)
 
     def _has_unread(self) -> bool | None:
         """Ask the broker whether records wait after what was read (None when it cannot say)."""
@@ -191,7 +192,14 @@ class PartitionReader(StatefulSourcePartition[ReadBatch, dict]):
         self._idle.read(True, now)
         out = self._read(msgs, int(now * 1e6))
         metrics.READ.labels(**self._labels).inc(len(msgs))
+        self._note_lag()
         return [out]
+
+    def _note_lag(self) -> None:
+        # The end offset of the last fetch response, cached by librdkafka: no request to the broker.
+        got = self._consumer.get_watermark_offsets(TopicPartition(self._topic, self._partition), cached=True)
+        if got is not None and got[1] >= 0:
+            self._lag.set(max(got[1] - self._next_offset, 0))
 
     def _read(self, msgs: list, now_us: int) -> ReadBatch:
         out = ReadBatch(self._progress())

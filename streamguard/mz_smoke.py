@@ -91,6 +91,7 @@ def _wait_ingested(conn: psycopg.Connection, timeout_s: float = 180.0) -> None:
 def _checks(conn: psycopg.Connection, settings: Settings) -> list[tuple[str, Callable[[], str | None]]]:
     """Return (name, check) pairs; a check returns None when it passes, else what went wrong."""
     from flows.terminal_features import _lookup_sql
+
     from models.features import TERMINAL_WINDOWS_DAYS
 
     def flow_lookup() -> str | None:

@@ -122,6 +122,13 @@ class Settings(BaseSettings):
     score_batch_max_rows: int = Field(4096, ge=1)
     """Most transactions per XGBoost call; bigger releases are scored in several calls."""
 
+    # -- observability --------------------------------------------------------------------------------------
+    fraud_metrics_port: int = Field(3030, ge=0, le=65535)
+    """Port of the scoring flow's Prometheus endpoint (`/metrics`: Bytewax's API, serving its metrics and
+    streamguard's; 3030 is Bytewax's default); 0 turns it off. Processes on one host need a port each."""
+    mirror_metrics_port: int = Field(3031, ge=0, le=65535)
+    """Port of the mirror flow's Prometheus endpoint; 0 turns it off."""
+
     # -- Bytewax recovery (used by `streamguard flow run`) ------------------------------------------------------
     recovery_partitions: int = Field(4, ge=1)
     """Recovery partitions created once; the most workers the flow will ever run with."""
