@@ -1,15 +1,20 @@
-"""Benchmark the scoring flow end to end on the local stack: throughput from a backlog, latency at a set rate.
+"""Benchmark the scoring flow on the embedded stack: broker floor, a live rate sweep, backlogs, scale-out.
 
-Runs on the embedded stack (started if needed) in its own topics and schema, with the real mirror and
-scoring flows as processes (1 worker each), the freshness gate and the SQL feature reads included:
+Everything runs on a stack of its own (Tansu + PostgreSQL on free ports, state in a temporary folder),
+stopped at the end however the run ends. The flows are the real ones, as users run them (`streamguard
+flow run`: recovery on, snapshots every 5 s), scoring with a real XGBoost model that `streamguard train`
+fits on the features the flow served for the backlog (as `make run` bootstraps one). In one run:
 
-1. bootstrap: replay a simulated backlog, score it without a model, train a model on the served features;
-2. throughput: replay a second backlog into fresh topics and time the flow from its first to its last
-   decision, with the model scoring every transaction;
-3. latency: with the flow warm and idle, replay at a fixed rate and measure event -> decision latency
-   (Kafka produce time to the decision's emit time) per stage.
+1. broker floor: produce -> consume through the same broker with the flows' client settings, no flow;
+2. live sweep (exact mode, then live mode at 1k and 2k): transactions stamped with the current time at
+   250 .. 10,000 tx/s; event -> decision latency as a consumer of `decisions` sees it, the flow's own part
+   (read -> emitted) and per stage; the highest rate the flow keeps up with is the saturation point;
+3. backlog throughput of the fraud flow alone (the store already holds everything) with 1 process, 2
+   processes and 1 process of 2 workers (items per worker of each stateful step), and end to end with
+   the mirror ingesting at the same time; these runs have recovery off, alike for every variant.
 
-Prints a table and `flow: throughput=<txn/s> p50=<ms> p99=<ms> rate=<msg/s>` last.
+Prints a table, writes a latency-vs-rate PNG, and ends with
+`flow: broker_p99=<ms> e2e_p99_at_1k=<ms> flow_p99_at_1k=<ms> saturation=<tx/s> backlog_alone=<tx/s> backlog_e2e=<tx/s>`.
 """
 
 from __future__ import annotations
@@ -19,277 +24,317 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
+import threading
 import time
-import uuid
-from datetime import UTC, datetime, timedelta
+import urllib.request
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
+from confluent_kafka import Consumer, TopicPartition
+from live_load import DecisionWatch, LiveLoad, broker_floor
+from prometheus_client.parser import text_string_to_metric_families
 
-from streamguard.flow_runner import spawn_flow, stop_flows
-from streamguard.replay import replay
+from streamguard.flow_runner import flow_command, settings_env, spawn_flow, stop_flows
+from streamguard.replay import load_labels, load_transactions, replay
 from streamguard.settings import Settings
-from streamguard.simulate import SimulationConfig, simulate
-from streamguard.sqlstore import apply_sql
-from streamguard.stack import LocalStack
-from streamguard.topics import ensure_topics, read_all
+from streamguard.simulate import SimulationConfig, simulate, write_dataset
+from streamguard.sqlstore import apply_sql, connect
+from streamguard.stack import LocalStack, free_port
+from streamguard.topics import ensure_topics
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class _DecisionCounter:
-    """Count distinct decided transactions by tailing the decisions topic (cheap to call often)."""
-
-    def __init__(self, settings: Settings) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-        self._consumer = Consumer(
-            {**settings.kafka_config(), "group.id": "bench", "enable.auto.commit": False}
-        )
-        topic = settings.topic("decisions")
-        parts = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        self.keys: set[bytes] = set()
-
-    def __call__(self) -> int:
-        while batch := self._consumer.consume(10_000, 0.1):
-            self.keys.update(m.key() for m in batch if not m.error())
-        return len(self.keys)
+RATES = (250, 1000, 2000, 5000, 10000)
 
 
-def _decisions(settings: Settings):
-    import msgspec
+def _bootstrap_model(base: Settings, data: Path, start: date) -> None:
+    """Serve features for the backlog without a model, then train one on them, as `make run` does."""
+    s = _fresh(base, "boot")
+    txns, labels = load_transactions(data / "transactions.parquet"), load_labels(data / "labels.parquet")
+    procs = [_spawn(s, "mirror", ""), _spawn(s, "fraud", "", recovery=False)]
+    try:
+        replay(s, txns, labels, progress=False)
+        _timed(s, len(txns), procs)
+        with connect(s) as conn:  # the mirror copies the decisions into SQL: training reads them there
+            deadline = time.monotonic() + 300
+            while conn.execute("SELECT count(*) FROM decisions_src").fetchone()[0] < len(txns):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the mirror did not copy the decisions")
+                time.sleep(0.5)
+    finally:
+        stop_flows(procs)
+    train = [
+        sys.executable, "-m", "streamguard.cli", "train", "--train-start", str(start + timedelta(days=10)),
+        "--train-days", "7", "--delay-days", "7", "--test-days", "5",
+    ]  # fmt: skip
+    env = {**os.environ, **settings_env(s), "STREAMGUARD_MODEL_DIR": str(base.registry_dir)}
+    subprocess.run(train, check=True, env=env, stdout=subprocess.DEVNULL)
 
-    from streamguard.events import Decision
 
-    dec = msgspec.json.Decoder(Decision)
-    return [dec.decode(r.value) for r in read_all(settings, settings.topic("decisions"))]
-
-
-def _fresh(base: Settings, tag: str) -> Settings:
-    s = base.model_copy(update={"topic_prefix": f"bench_{tag}_", "sql_schema": f"bench_{tag}"})
+def _fresh(base: Settings, tag: str, **extra) -> Settings:
+    s = base.model_copy(
+        update={"topic_prefix": f"{tag}_", "sql_schema": tag, "state_dir": base.state_dir / tag, **extra}
+    )
     ensure_topics(s)
     apply_sql(s)
     return s
 
 
-def _run_flows(settings: Settings, logs: Path, api_port: int | None = None):
-    return [
-        spawn_flow(settings, "mirror", recovery=False, log_path=logs / "mirror.log"),
-        spawn_flow(settings, "fraud", recovery=False, log_path=logs / "fraud.log", api_port=api_port),
-    ]
+def _spawn(settings: Settings, name: str, tag: str, **kw):
+    logs = settings.state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return spawn_flow(settings, name, log_path=logs / f"{name}{tag}.log", **kw)
 
 
-def _scrape(api_port: int) -> dict[str, list[tuple[dict, float]]]:
-    """Return the flow's /metrics samples by name: `[(labels, value), ...]`."""
-    import urllib.request
+class _Counter:
+    """Count decision messages by tailing the decisions topic (keys only: cheap)."""
 
-    from prometheus_client.parser import text_string_to_metric_families
+    def __init__(self, settings: Settings) -> None:
+        self._c = Consumer(
+            {**settings.kafka_config(), "group.id": "bench-count", "enable.auto.commit": False}
+        )
+        topic = settings.topic("decisions")
+        self._c.assign(
+            [
+                TopicPartition(topic, p, 0)
+                for p in self._c.list_topics(topic, timeout=10).topics[topic].partitions
+            ]
+        )
+        self.keys: set[bytes] = set()
 
-    text = urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=5).read().decode()
-    out: dict[str, list[tuple[dict, float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    def __call__(self) -> int:
+        while batch := self._c.consume(50_000, 0.05):
+            self.keys.update(m.key() for m in batch if m.error() is None)
+        return len(self.keys)
+
+
+def _timed(settings: Settings, n: int, procs, timeout_s: float = 900) -> float:
+    """Wait for `n` decided transactions; return transactions/s from the first decision to the last."""
+    count, first, deadline = _Counter(settings), None, time.monotonic() + timeout_s
+    while (got := count()) < n:
+        now = time.monotonic()
+        if got and first is None:
+            first = (now, got)
+        if any(p.poll() is not None for p in procs) or now > deadline:
+            raise RuntimeError(f"{got}/{n} decisions; logs in {settings.state_dir / 'logs'}")
+        time.sleep(0.1)
+    end = time.monotonic()
+    return (n - first[1]) / (end - first[0]) if first and end > first[0] else float("nan")
+
+
+def _store_holds(settings: Settings, procs, timeout_s: float = 900) -> None:
+    """Wait until the mirror has read every partition of transactions and labels to its end."""
+    c = Consumer({**settings.kafka_config(), "group.id": "bench-ends"})
+    ends = {}
+    for source in ("transactions", "labels"):
+        topic = settings.topic(source)
+        for p in c.list_topics(topic, timeout=10).topics[topic].partitions:
+            ends[(source, p)] = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+    c.close()
+    deadline = time.monotonic() + timeout_s
+    with connect(settings) as conn:
+        while True:
+            got = {
+                (s, p): o
+                for s, p, o in conn.execute('SELECT source, "partition", next_offset FROM source_progress')
+            }
+            if all(got.get(k, 0) >= v for k, v in ends.items()):
+                return
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                raise RuntimeError("the mirror did not load the backlog; see its log")
+            time.sleep(0.3)
+
+
+def _scrape(port: int) -> list[tuple[str, dict, float]]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return [(s.name, s.labels, s.value) for f in text_string_to_metric_families(text) for s in f.samples]
+
+
+def _per_worker(samples, steps: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Items each worker took in, per stateful step (Bytewax's own counters), plus rows per worker."""
+    out: dict[str, dict[str, float]] = {}
+    for name, labels, value in samples:
+        if name == "bytewax_item_inp_count_total" and any(
+            labels.get("step_id", "").endswith(s) for s in steps
+        ):
+            step = labels["step_id"].split(".")[-2] if labels["step_id"].count(".") > 1 else labels["step_id"]
+            out.setdefault(step, {})[labels["worker_index"]] = value
+        if name == "streamguard_terminal_rows_total":
+            out.setdefault("terminal rows", {})[labels["worker"]] = value
     return out
 
 
-def _buckets(samples: dict, name: str, since: dict | None = None) -> list[tuple[float, float]]:
-    """Return a histogram's cumulative `(le, count)` buckets, minus those of an earlier scrape."""
-    earlier = dict(_buckets(since, name)) if since else {}
-    rows = [(float(lab["le"]), v - earlier.get(float(lab["le"]), 0.0)) for lab, v in samples.get(name, [])]
-    return sorted(rows)
+def _backlog(
+    base: Settings, data: Path, tag: str, *, processes=1, workers=1, mirror_too=False
+) -> tuple[float, dict]:
+    """Replay the backlog into fresh topics; time the fraud flow over it (alone, or with the mirror)."""
+    s = _fresh(base, tag)
+    txns, labels = load_transactions(data / "transactions.parquet"), load_labels(data / "labels.parquet")
+    replay(s, txns, labels, progress=False)
+    mirror = _spawn(s, "mirror", "")
+    procs = [mirror]
+    balance: dict = {}
+    try:
+        if not mirror_too:
+            _store_holds(s, procs)
+            stop_flows([mirror])
+            procs = []
+        port = free_port()
+        if processes == 1:
+            procs.append(_spawn(s, "fraud", "", workers=workers, api_port=port, recovery=False))
+        else:
+            addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+            env = {**os.environ, **settings_env(s), "BYTEWAX_DATAFLOW_API_ENABLED": "1"}
+            cmd = flow_command(s, "fraud", workers=workers, recovery=False)
+            for i in range(processes):
+                log = open(s.state_dir / "logs" / f"fraud-{i}.log", "wb")  # noqa: SIM115 - the child's
+                procs.append(subprocess.Popen([*cmd, "-i", str(i), "-a", addresses], env={**env, "BYTEWAX_DATAFLOW_API_PORT": str(port + i)}, stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
+        rate = _timed(s, len(txns), procs)
+        if workers > 1:
+            balance = _per_worker(
+                _scrape(port), ("read_transactions", "compute_terminal_features", "write_decisions")
+            )
+    finally:
+        stop_flows(procs)
+    return rate, balance
 
 
-def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
-    """Return the upper bound of the bucket holding the q-th observation (inf when past the last bound)."""
-    total = buckets[-1][1] if buckets else 0
-    return next((le for le, n in buckets if n >= q * total and total), float("inf"))
+def _sweep(s: Settings, watch: DecisionWatch, rates, seconds: float, first_id: int) -> list[dict]:
+    rows = []
+    for rate in rates:
+        lo = first_id
+        load = LiveLoad(s, rate, seconds, lo)
+        t0 = time.monotonic()
+        load.run()
+        took = time.monotonic() - t0
+        ok = watch.wait_for(lo, lo + load.sent, timeout_s=max(30, seconds))
+        report = watch.report(lo, lo + load.sent)
+        report.update(
+            rate=rate, sent=load.sent, offered=load.sent / took, kept_up=ok and took < seconds * 1.1
+        )
+        rows.append(report)
+        print(_row(report), flush=True)
+        first_id += load.sent + 1
+        if not report["kept_up"] or report["e2e"][1] > 2000:
+            break
+    return rows
 
 
-def _lookup_metrics(samples: dict) -> dict[str, float]:
-    """Return per-batch feature lookup latency quantiles and the cache hit ratio."""
-    buckets = _buckets(samples, "streamguard_feature_lookup_seconds_bucket")
-    results = {lab["result"]: v for lab, v in samples.get("streamguard_feature_lookups_total", [])}
-    hits, misses = results.get("hit", 0.0), results.get("miss", 0.0)
-    return {
-        "batches": buckets[-1][1] if buckets else 0,
-        "p50_ms": _quantile(buckets, 0.5) * 1000,
-        "p99_ms": _quantile(buckets, 0.99) * 1000,
-        "hit_ratio": hits / (hits + misses) if hits + misses else float("nan"),
-    }
-
-
-def _batch_metrics(samples: dict, since: dict | None = None) -> str:
-    """Describe the scoring micro-batches closed since an earlier scrape: sizes, waits, why they closed."""
-    rows = _buckets(samples, "streamguard_micro_batch_rows_bucket", since)
-    waits = _buckets(samples, "streamguard_micro_batch_wait_seconds_bucket", since)
-    earlier = {lab["reason"]: v for lab, v in (since or {}).get("streamguard_micro_batches_total", [])}
-    reasons = {
-        lab["reason"]: v - earlier.get(lab["reason"], 0.0)
-        for lab, v in samples.get("streamguard_micro_batches_total", [])
-    }
-    total = rows[-1][1] if rows else 0
-    why = ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(reasons.items()) if v) if total else "-"
+def _row(r: dict) -> str:
+    e, f, st = r["e2e"], r["flow"], r["stages"]
+    per = " ".join(f"{k} {v[0]:.1f}/{v[1]:.1f}" for k, v in st.items())
     return (
-        f"{total:,.0f} batches; rows p50 <= {_quantile(rows, 0.5):,.0f}, p99 <= {_quantile(rows, 0.99):,.0f}; "
-        f"oldest row's wait at close p50 <= {_quantile(waits, 0.5) * 1000:.0f} ms, "
-        f"p99 <= {_quantile(waits, 0.99) * 1000:.0f} ms; closed: {why}"
+        f"  {r['rate']:>6,} tx/s  n={r['n']:>7,}  e2e p50/p99/p99.9 {e[0]:7.1f}/{e[1]:7.1f}/{e[2]:7.1f} ms  "
+        f"flow {f[0]:6.1f}/{f[1]:6.1f}/{f[2]:6.1f} ms  stages p50/p99: {per}  degraded {r['degraded']}"
+        f"{'' if r['kept_up'] else '  (fell behind)'}"
     )
 
 
-def _wait(count: _DecisionCounter, expected: int, procs, timeout_s: float = 1200) -> tuple[float, float]:
-    """Wait for `expected` decisions; return (first decision seen at, last seen at) in monotonic seconds."""
-    first = None
-    deadline = time.monotonic() + timeout_s
-    while True:
-        n = count()
-        now = time.monotonic()
-        if n and first is None:
-            first = now
-        if n >= expected:
-            return first, now
-        if any(p.poll() is not None for p in procs) or now > deadline:
-            raise RuntimeError(f"{n}/{expected} decisions; see logs")
-        time.sleep(0.2)
+def _plot(rows_exact: list[dict], rows_live: list[dict], floor, path: Path) -> None:
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-def _wait_for_store(settings: Settings, decisions: int, procs, timeout_s: float = 600) -> None:
-    """Wait until the SQL store holds `decisions` decision messages."""
-    from streamguard.sqlstore import connect
-
-    deadline = time.monotonic() + timeout_s
-    with connect(settings) as conn:
-        while conn.execute("SELECT count(*) FROM decisions_src").fetchone()[0] < decisions:
-            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
-                raise RuntimeError("the mirror did not copy the backlog's decisions into SQL; see logs")
-            time.sleep(0.5)
-
-
-def _renumbered(txns, labels, offset: int):
-    """Give a simulation's transactions ids that cannot collide with another simulation's (ids start at 0)."""
-    return txns.assign(transaction_id=txns["transaction_id"] + offset), labels.assign(
-        transaction_id=labels["transaction_id"] + offset
-    )
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for rows, name, style in ((rows_exact, "exact", "-o"), (rows_live, "live", "--s")):
+        if rows:
+            ax.plot([r["rate"] for r in rows], [r["e2e"][1] for r in rows], style, label=f"{name} p99")
+            ax.plot(
+                [r["rate"] for r in rows], [r["e2e"][0] for r in rows], style, alpha=0.5, label=f"{name} p50"
+            )
+    ax.axhline(floor[1], color="grey", ls=":", label="broker floor p99")
+    ax.axhline(100, color="red", ls=":", label="budget 100 ms")
+    ax.set(xscale="log", yscale="log", xlabel="offered rate (tx/s)", ylabel="event -> decision (ms)")
+    ax.set_title(f"streamguard fraud flow, {platform.node()} ({os.cpu_count()} cores)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--customers", type=int, default=2000)
-    parser.add_argument("--days", type=int, default=50)
-    parser.add_argument("--rate", type=float, default=500.0, help="messages/s for the latency phase")
-    parser.add_argument("--latency-seconds", type=float, default=40.0)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--customers", type=int, default=5000)
+    parser.add_argument("--seconds", type=float, default=15.0, help="per rate of the sweep")
+    parser.add_argument("--out", type=Path, default=Path("out/bench_flow_latency.png"))
     args = parser.parse_args()
 
-    run = uuid.uuid4().hex[:6]
-    state = ROOT / ".streamguard" / f"bench_{run}"
-    logs = state / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    base = Settings().model_copy(update={"model_dir": state / "models", "state_dir": state})
-    if base.uses_local_kafka or base.uses_local_sql:
-        LocalStack(Settings()).up()
-
-    start = datetime.now(UTC).date() - timedelta(days=2 * args.days)
-    cfg = dict(customers=args.customers, terminals=2 * args.customers, seed=11)
-    txns, labels = simulate(SimulationConfig(days=args.days, start=start, **cfg))
-    print(f"bench: {len(txns):,} transactions, {args.customers} customers, {args.days} days", flush=True)
-
-    # 1. bootstrap a model on served features
-    boot = _fresh(base, f"{run}_boot")
-    procs = _run_flows(boot, logs)
-    try:
-        replay(boot, txns, labels, progress=False)
-        _wait(_DecisionCounter(boot), len(txns), procs)
-        time.sleep(3)  # let the mirror copy the last decisions
-    finally:
-        stop_flows(procs)
-    env = {
-        **os.environ,
-        **{
-            f"STREAMGUARD_{k.upper()}": str(v)
-            for k, v in (
-                ("topic_prefix", boot.topic_prefix),
-                ("sql_schema", boot.sql_schema),
-                ("model_dir", boot.registry_dir),
-                ("state_dir", state),
+    with tempfile.TemporaryDirectory(prefix="sg-bench-flow-") as tmp:
+        root = Path(tmp)
+        base = Settings(_env_file=None, state_dir=root / "state", local_kafka_port=free_port(), local_pg_port=free_port(), model_dir=root / "models")  # fmt: skip
+        stack = LocalStack(base)
+        print(
+            f"bench-flow on {platform.node()}: {os.cpu_count()} cores, {platform.processor() or platform.machine()}",
+            flush=True,
+        )
+        stack.up()
+        try:
+            data = root / "backlog"
+            start = datetime.now(UTC).date() - timedelta(days=args.days + 1)
+            write_dataset(*simulate(SimulationConfig(days=args.days, customers=args.customers, terminals=2 * args.customers, start=start, seed=2)), data)  # fmt: skip
+            n = len(load_transactions(data / "transactions.parquet"))
+            print(
+                f"backlog: {n:,} transactions, {args.days} days, {args.customers:,} cards; bootstrapping a model",
+                flush=True,
             )
-        },
-    }
-    subprocess.run([sys.executable, "-m", "streamguard.cli", "train"], check=True, env=env)
+            _bootstrap_model(base, data, start)
+            floor = broker_floor(base, _fresh(base, "probe").topic("transactions"), 1000, 10)
+            print(
+                f"broker floor (produce -> consume, 1,000 msg/s): p50 {floor[0]:.1f} ms, p99 {floor[1]:.1f} ms, p99.9 {floor[2]:.1f} ms",
+                flush=True,
+            )
 
-    # 2. throughput from a backlog, with the model
-    txns2, labels2 = _renumbered(
-        *simulate(SimulationConfig(days=args.days, start=start + timedelta(days=args.days), **cfg)), 10**8
-    )
-    hot = _fresh(base, f"{run}_hot")
-    replay(hot, txns2, labels2, progress=False)
-    from streamguard.stack import free_port
+            sweeps = {}
+            for mode, rates in (("exact", RATES), ("live", (1000, 2000))):
+                s = _fresh(base, f"live_{mode}", feature_mode=mode)
+                history = datetime.now(UTC).date() - timedelta(days=3)
+                txns, labels = simulate(SimulationConfig(days=2, customers=args.customers, terminals=2 * args.customers, start=history, seed=1))  # fmt: skip
+                procs = [_spawn(s, "mirror", ""), _spawn(s, "fraud", "")]
+                watch = DecisionWatch(s)
+                try:
+                    replay(s, txns, labels, progress=False)
+                    watch.wait_for(0, len(txns), 300)
+                    print(f"live sweep, {mode} mode ({args.seconds:g} s per rate):", flush=True)
+                    sweeps[mode] = _sweep(s, watch, rates, args.seconds, first_id=10**12)
+                finally:
+                    watch.close()
+                    stop_flows(procs)
 
-    api_port = free_port()
-    procs = _run_flows(hot, logs, api_port)
-    count = _DecisionCounter(hot)
-    try:
-        first, last = _wait(count, len(txns2), procs)
-        throughput = len(txns2) / (last - first)
-        backlog_metrics = _scrape(api_port)
-        lookups = _lookup_metrics(backlog_metrics)
-        # The mirror copies the backlog's decisions into SQL after the flow made them: let it finish, so
-        # the latency phase does not share the two cores with that catch-up.
-        _wait_for_store(hot, len(txns2), procs)
-        # 3. latency at a fixed rate, flow warm
-        more, more_labels = _renumbered(
-            *simulate(SimulationConfig(days=7, start=start + timedelta(days=2 * args.days), **cfg)), 2 * 10**8
-        )
-        n_msgs = int(args.rate * args.latency_seconds)
-        merged_end = more["ts"].iloc[min(len(more) - 1, n_msgs // 2)]
-        live_t = more[more["ts"] < merged_end]
-        live_l = more_labels[more_labels["ts"] < merged_end]
-        before = count()
-        replay(hot, live_t, live_l, max_rate=args.rate, progress=False)
-        _wait(count, before + len(live_t), procs, timeout_s=120)
-        live_metrics = _scrape(api_port)
-    finally:
-        stop_flows(procs)
-    decisions = [d for d in _decisions(hot) if d.transaction_id in set(live_t["transaction_id"].tolist())]
+            print("backlogs (recovery off, model scoring every transaction):", flush=True)
+            alone, _ = _backlog(base, data, "alone")
+            print(f"  fraud flow alone (store preloaded), 1 process: {alone:,.0f} tx/s", flush=True)
+            two, _ = _backlog(base, data, "two", processes=2)
+            print(
+                f"  fraud flow alone, 2 processes x 1 worker:    {two:,.0f} tx/s ({two / alone:.2f}x)",
+                flush=True,
+            )
+            w2, balance = _backlog(base, data, "w2", workers=2)
+            print(
+                f"  fraud flow alone, 1 process x 2 workers:     {w2:,.0f} tx/s ({w2 / alone:.2f}x)",
+                flush=True,
+            )
+            for step, per in balance.items():
+                values = list(per.values())
+                spread = max(values) / (sum(values) / len(values)) if values and sum(values) else float("nan")
+                print(f"    {step}: per worker {per} (max/mean {spread:.2f})", flush=True)
+            e2e, _ = _backlog(base, data, "e2e", mirror_too=True)
+            print(f"  end to end with the mirror, 1 process:      {e2e:,.0f} tx/s", flush=True)
 
-    def ms(a: str, b: str) -> np.ndarray:
-        return np.array(
-            [(getattr(d.stages, b) - getattr(d.stages, a)).total_seconds() * 1000 for d in decisions]
-        )
-
-    e2e = ms("produced", "emitted")
-    print(
-        f"\nmachine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}; "
-        "1 worker per flow; embedded Tansu broker + PostgreSQL 16 on loopback"
-    )
-    print(
-        f"throughput (backlog of {len(txns2):,} transactions, model scoring every one): {throughput:,.0f} txn/s"
-    )
-    print(
-        f"feature lookups per micro-batch during the backlog ({lookups['batches']:.0f} batches): "
-        f"p50 <= {lookups['p50_ms']:.1f} ms, p99 <= {lookups['p99_ms']:.1f} ms (histogram bucket bounds); "
-        f"cache hit ratio {lookups['hit_ratio']:.3f}"
-    )
-    print(f"scoring micro-batches during the backlog: {_batch_metrics(backlog_metrics)}")
-    print(
-        f"scoring micro-batches live: {_batch_metrics(live_metrics, backlog_metrics)} "
-        f"(limits: {hot.score_batch_max_rows} rows, {hot.score_batch_max_wait_ms:g} ms)"
-    )
-    print(f"latency at {args.rate:.0f} msg/s ({len(decisions):,} transactions), milliseconds:")
-    for name, (a, b) in {
-        "event -> decision": ("produced", "emitted"),
-        "kafka -> flow": ("produced", "ingested"),
-        "rolling + batch wait + SQL": ("ingested", "features_ready"),
-        "scoring": ("features_ready", "scored"),
-        "encode -> emit": ("scored", "emitted"),
-    }.items():
-        v = ms(a, b)
-        print(f"  {name:26} p50 {np.percentile(v, 50):8.1f}   p99 {np.percentile(v, 99):8.1f}")
-    print(
-        f"flow: throughput={throughput:.0f} p50={np.percentile(e2e, 50):.1f} p99={np.percentile(e2e, 99):.1f} "
-        f"rate={args.rate:.0f}"
-    )
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            _plot(sweeps["exact"], sweeps.get("live", []), floor, args.out)
+            print(f"latency vs rate: {args.out}", flush=True)
+            at_1k = next((r for r in sweeps["exact"] if r["rate"] == 1000), None)
+            saturation = max((r["rate"] for r in sweeps["exact"] if r["kept_up"]), default=0)
+            print(
+                f"flow: broker_p99={floor[1]:.1f} e2e_p99_at_1k={at_1k['e2e'][1] if at_1k else float('nan'):.1f} "
+                f"flow_p99_at_1k={at_1k['flow'][1] if at_1k else float('nan'):.1f} saturation={saturation} "
+                f"backlog_alone={alone:.0f} backlog_e2e={e2e:.0f}",
+                flush=True,
+            )
+        finally:
+            stack.down()
 
 
 if __name__ == "__main__":
+    threading.excepthook = lambda a: print(f"thread failed: {a.exc_value!r}")
     main()

@@ -5,7 +5,10 @@ Counters are incremented once per batch, never once per transaction: the hot pat
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
+import sys
 import threading
 from collections import Counter as Tally
 from collections.abc import Iterable
@@ -15,6 +18,8 @@ from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.core import HistogramMetricFamily
 
 from streamguard.events import DeadLetter
+
+log = logging.getLogger(__name__)
 
 READ = Counter(
     "streamguard_input_messages", "Messages read from Kafka, per topic and partition", ["topic", "partition"]
@@ -39,6 +44,11 @@ DEGRADED = Counter(
 ORDER_HELD = Gauge(
     "streamguard_order_held_transactions",
     "Transactions a worker holds in the cross-partition event-time order (exact mode)",
+    ["worker"],
+)
+TERMINAL_ROWS = Counter(
+    "streamguard_terminal_rows",
+    "Transactions each worker's terminal stage folded (their spread over workers is the stage's balance)",
     ["worker"],
 )
 LABEL_FEATURES_DAY = Gauge(
@@ -167,13 +177,49 @@ MIRROR_ROWS = Counter(
 )
 
 
-def serve_metrics(port: int, state_dir: str) -> None:
-    """Have Bytewax serve /metrics on `port` (its own metrics and ours); 0 leaves it off.
+def serve_metrics(port: int, state_dir: str, argv: list[str] | None = None) -> int | None:
+    """Have Bytewax serve /metrics (its metrics and ours) on `port`; return the port, or None when off.
 
-    Bytewax reads these variables when the dataflow starts, after the flow module is imported; values the
-    caller set already win (e.g. one port per process when several run on one host).
+    Bytewax reads these variables when the dataflow starts, after the flow module is imported. A port the
+    caller chose (`BYTEWAX_DATAFLOW_API_PORT`) wins. Processes of one cluster on one host each add their
+    process id to the port. A port already taken turns metrics off with a warning: Bytewax would otherwise
+    panic on it and, in a cluster, take the process down with it.
     """
-    if port:
+    if "BYTEWAX_DATAFLOW_API_PORT" in os.environ:
         os.environ.setdefault("BYTEWAX_DATAFLOW_API_ENABLED", "1")
-        os.environ.setdefault("BYTEWAX_DATAFLOW_API_PORT", str(port))
-        os.environ.setdefault("BYTEWAX_DATAFLOW_API_CACHE_PATH", state_dir)
+        return int(os.environ["BYTEWAX_DATAFLOW_API_PORT"])
+    if not port:
+        return None
+    process, hosts = _cluster(sys.argv if argv is None else argv)
+    if len(hosts) != len(set(hosts)):
+        port += process
+    with socket.socket() as probe:
+        try:
+            probe.bind(("0.0.0.0", port))  # noqa: S104 - Bytewax binds every interface; check the same
+        except OSError as exc:
+            log.warning(
+                "port %d is taken (%s): this flow serves no /metrics; set another port in settings", port, exc
+            )
+            return None
+    os.environ.update(
+        BYTEWAX_DATAFLOW_API_ENABLED="1",
+        BYTEWAX_DATAFLOW_API_PORT=str(port),
+        BYTEWAX_DATAFLOW_API_CACHE_PATH=state_dir,
+    )
+    return port
+
+
+def _cluster(argv: list[str]) -> tuple[int, list[str]]:
+    """Return (this process's id, the cluster's hosts) from `bytewax.run`'s arguments or its variables."""
+    process = os.environ.get("BYTEWAX_PROCESS_ID", "0")
+    addresses = os.environ.get("BYTEWAX_ADDRESSES", "")
+    for i, arg in enumerate(argv[:-1]):
+        if arg in ("-i", "--process-id"):
+            process = argv[i + 1]
+        elif arg in ("-a", "--addresses"):
+            addresses = argv[i + 1]
+    hosts = [a.rsplit(":", 1)[0] for a in addresses.split(";") if a]
+    try:
+        return int(process), hosts
+    except ValueError:
+        return 0, hosts

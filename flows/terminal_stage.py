@@ -108,6 +108,7 @@ class TerminalStage(StatefulBatchLogic):
         self.budget_us = int(settings.decision_budget_ms * 1000)
         lateness = timedelta(seconds=settings.allowed_lateness_s)
         windows = [timedelta(seconds=s) for _, s in TERMINAL_RECENT_WINDOWS]
+        self.max_rows = settings.order_buffer_max_rows
         self.merge = PartitionMerge(partitions, settings.order_buffer_max_rows)
         self.terminals = RollingState(windows, lateness)
         self.waiting: list[TxnRows] = []
@@ -190,6 +191,10 @@ class TerminalStage(StatefulBatchLogic):
             if released is not None:
                 self.waiting.append(released)
         ready = self._attach_labels(now, force)
+        waiting = sum(len(w) for w in self.waiting)
+        if waiting and waiting + self.merge.held > self.max_rows:
+            forced = self._attach_stale(waiting + self.merge.held - self.max_rows)
+            ready = forced if ready is None else TxnRows.concat([ready, forced])
         self._gauge.set(self.merge.held + sum(len(w) for w in self.waiting))
         if released is not None and len(released) and self.labels.ready_day is not None:
             ahead_us = int(released.ts_us.max()) - (self.labels.ready_day + 1) * 86_400_000_000
@@ -200,6 +205,7 @@ class TerminalStage(StatefulBatchLogic):
 
     def _fold(self, rows: TxnRows, now: float) -> tuple[TxnRows | None, list[DeadLetter]]:
         rows.ordered_us[:] = int(now * 1e6)
+        metrics.TERMINAL_ROWS.labels(str(self.worker)).inc(len(rows))
         batch, late = self.terminals.process_columns(rows.terminals, rows.ts_us, rows.amounts)
         x = rows.x
         x[:, _RECENT_COLUMNS["n"]] = batch.counts.T
@@ -267,6 +273,26 @@ class TerminalStage(StatefulBatchLogic):
         if not done.any():
             return None
         return rows if done.all() else rows.take(np.flatnonzero(done))
+
+    def _attach_stale(self, n: int) -> TxnRows:
+        """Give the `n` longest-waiting rows the newest complete label features now, flagged "store".
+
+        The memory bound: rows waiting for the store count with the rows waiting for other partitions.
+        """
+        rows = TxnRows.concat(self.waiting)
+        n = min(n, len(rows))
+        rest = rows.take(np.arange(n, len(rows)))
+        self.waiting = [rest] if len(rest) else []
+        out = rows.take(np.arange(n))
+        days = out.day()
+        for day in np.unique(days).tolist():
+            picked = np.flatnonzero(days == day)
+            table = self.labels.newest_before(day)
+            out.x[np.ix_(picked, _LABEL_COLUMNS)] = (
+                table.lookup([out.terminals[i] for i in picked.tolist()]) if table is not None else np.nan
+            )
+        out.degraded[out.degraded == 0] = STORE
+        return out
 
     def _deadlines(self, rows: TxnRows) -> np.ndarray:
         """Live mode: each row's deadline, from its Kafka timestamp (or when it was read, if later/absent)."""

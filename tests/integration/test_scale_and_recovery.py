@@ -157,23 +157,28 @@ def test_kill_9_and_resume_loses_nothing_and_scores_nothing_twice(
     logs.mkdir(parents=True, exist_ok=True)
     mirror = spawn_flow(settings, "mirror", log_path=logs / "mirror.log")
     fraud = spawn_flow(settings, "fraud", log_path=logs / "fraud.log")
-    # Replay at a bounded rate so the flow is killed mid-stream, with more input still to come.
+    # The kill point is chosen by what the test sees, not by time: the first two thirds of the data are
+    # replayed at a bounded rate and the flow is killed once it has decided a third of them; the rest is
+    # replayed only after the kill, so the flow can never finish before it (however fast it is).
+    cut = txns["ts"].quantile(2 / 3)
+    first_part = int((txns["ts"] < cut).sum())
     feeder = threading.Thread(
-        target=replay, args=(settings, txns, labels), kwargs={"max_rate": 1000, "progress": False}
+        target=replay,
+        args=(settings, txns, labels),
+        kwargs={"max_rate": 1000, "progress": False, "end": cut.to_pydatetime()},
     )
     feeder.start()
     try:
         deadline = time.monotonic() + 120
-        while len({d.transaction_id for d in raw_decisions(settings)}) < len(txns) // 3:
+        while (decided := len({d.transaction_id for d in raw_decisions(settings)})) < first_part // 2:
             assert time.monotonic() < deadline and fraud.poll() is None, flow_logs(settings)
             time.sleep(0.3)
-        time.sleep(1.5)  # past at least one snapshot, with outputs written after it
         fraud.send_signal(signal.SIGKILL)
         fraud.wait(10)
-        killed_at = len(raw_decisions(settings))
-        assert killed_at < len(txns), "the flow finished before it could be killed"
+        assert decided < len(txns)
         fraud = spawn_flow(settings, "fraud", log_path=logs / "fraud-resumed.log")
         feeder.join(120)
+        replay(settings, txns, labels, start=cut.to_pydatetime(), progress=False)
         decisions = wait_for_decisions(settings, len(txns), [mirror, fraud])
     finally:
         stop_flows([mirror, fraud])

@@ -94,3 +94,26 @@ def test_env_example_lists_every_setting_and_parses(tmp_path):
     env = tmp_path / ".env"
     env.write_text(text)
     assert Settings(_env_file=env) == Settings(_env_file=None)
+
+
+def test_metrics_ports_are_shared_out_to_processes_of_one_host_and_a_taken_port_is_left_alone(monkeypatch):
+    import socket
+
+    from flows.metrics import serve_metrics
+
+    names = ("BYTEWAX_DATAFLOW_API_PORT", "BYTEWAX_DATAFLOW_API_ENABLED", "BYTEWAX_DATAFLOW_API_CACHE_PATH")
+    for name in (*names, "BYTEWAX_PROCESS_ID", "BYTEWAX_ADDRESSES"):
+        monkeypatch.setenv(name, "")  # recorded, so what serve_metrics sets is undone after the test
+        monkeypatch.delenv(name)
+    with socket.socket() as held:
+        held.bind(("0.0.0.0", 0))
+        taken = held.getsockname()[1]
+        assert serve_metrics(taken, "/tmp", argv=["flows.fraud:flow"]) is None
+        assert "BYTEWAX_DATAFLOW_API_ENABLED" not in __import__("os").environ
+        local = ["flows.fraud:flow", "-i", "1", "-a", "127.0.0.1:2101;127.0.0.1:2102"]
+        assert serve_metrics(taken - 1, "/tmp", argv=local) is None  # taken - 1 + process 1 = taken
+    monkeypatch.delenv("BYTEWAX_DATAFLOW_API_PORT", raising=False)
+    spread = ["flows.fraud:flow", "-i", "1", "-a", "pod-0.svc:2101;pod-1.svc:2101"]
+    assert serve_metrics(taken, "/tmp", argv=spread) == taken  # one process per host: the same port
+    monkeypatch.setenv("BYTEWAX_DATAFLOW_API_PORT", "4321")
+    assert serve_metrics(9999, "/tmp") == 4321  # the caller's choice wins
