@@ -131,7 +131,9 @@ def test_rows_waiting_for_the_store_count_against_the_memory_bound():
     clock = Clock()
     stage = _stage(clock, ready=DAY - 1, order_buffer_max_rows=2)
     stage.labels.progressed_at = float("inf")  # the store moves: rows would wait as long as it does
-    out, _ = stage.on_batch([_piece(0, [T, T + 1, T + 2], [0, 1, 2]), Piece(Progress(1, None, -1, True), None)])
+    out, _ = stage.on_batch(
+        [_piece(0, [T, T + 1, T + 2], [0, 1, 2]), Piece(Progress(1, None, -1, True), None)]
+    )
     (got,) = out
     assert got.rows.ts_us.tolist() == [T] and got.rows.degraded.tolist() == [STORE]
     assert sum(len(w) for w in stage.waiting) == 2
