@@ -74,7 +74,12 @@ class ModelRoles:
         try:
             booster, mv = self._registry.load(version)
             check_feature_names(mv, FEATURE_NAMES)
-            scorer = Scorer(booster, FEATURE_NAMES, device=self._settings.scorer_device)
+            scorer = Scorer(
+                booster,
+                FEATURE_NAMES,
+                device=self._settings.scorer_device,
+                threads=self._settings.scorer_threads or None,
+            )
         except Exception:  # noqa: BLE001 - a bad model must not stop scoring
             self._refused.add(version)
             log.exception("refusing model %s as %s; keeping %s", version, role, loaded[0] if loaded else None)

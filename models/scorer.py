@@ -98,7 +98,13 @@ class Scorer:
     One scorer per thread: the CUDA path reuses its staging buffers from call to call.
     """
 
-    def __init__(self, booster: xgb.Booster, feature_names: Sequence[str], device: str = "auto") -> None:
+    def __init__(
+        self,
+        booster: xgb.Booster,
+        feature_names: Sequence[str],
+        device: str = "auto",
+        threads: int | None = None,
+    ) -> None:
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
         self.feature_names = tuple(feature_names)
@@ -122,7 +128,10 @@ class Scorer:
         self.booster.set_param({"device": self.device})
         self._cupy = None
         self._single_thread = None
-        if self.device == "cpu":
+        if self.device == "cpu" and threads:
+            # A fixed thread count for every batch (e.g. 1 where the process has other busy threads).
+            self.booster.set_param({"nthread": threads})
+        elif self.device == "cpu":
             self._single_thread = self.booster.copy()
             self._single_thread.set_param({"nthread": 1})
         if self.device == "cuda":
@@ -170,7 +179,7 @@ class Scorer:
         if x.shape[0] == 0:
             return np.empty(0, dtype=np.float64)
         if self._cupy is None:
-            small = x.shape[0] <= SINGLE_THREAD_MAX_ROWS
+            small = self._single_thread is not None and x.shape[0] <= SINGLE_THREAD_MAX_ROWS
             out = (self._single_thread if small else self.booster).inplace_predict(x)
             return np.asarray(out, dtype=np.float64).reshape(-1)
         if x.shape[0] >= PINNED_MIN_ROWS:

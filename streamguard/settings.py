@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     # -- scoring ----------------------------------------------------------------------------------------------
     scorer_device: Literal["auto", "cpu", "gpu"] = "auto"
     """`auto` uses CUDA when CuPy and a GPU are present, else the CPU."""
+    scorer_threads: int = Field(1, ge=0)
+    """XGBoost threads per CPU scoring call in the flow; 0 lets XGBoost use every core for big batches. One
+    thread by default: the flow's own threads (a worker each, Kafka clients) keep the cores busy, and
+    OpenMP's hand-offs between threads then cost more than they save (`make bench-scoring`)."""
     review_threshold: float = Field(0.5, ge=0, le=1)
     """Scores at or above this are sent to review (and to the alerts topic)."""
     decline_threshold: float = Field(0.9, ge=0, le=1)
