@@ -25,7 +25,8 @@ import time
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from flows import metrics
 from flows.store_changes import Change, ChangeFeed, Progress, open_feed
@@ -135,16 +136,28 @@ class TerminalLabelState:
 
 
 class _Quiet:
-    """Tell whether the store has read a source partition to Kafka's end, with nothing moving for a while."""
+    """Tell whether the store has read a source partition to Kafka's end, with nothing moving for a while.
+
+    End offsets come from one `ListOffsets` request for every partition of both topics (one round trip,
+    not one per partition), made at most every `interval` unless a fresh answer is asked for.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._consumer: Consumer | None = None
+        self._admin: AdminClient | None = None
         self._seen: dict[tuple[str, int], tuple[tuple[int, int], float]] = {}
-        self._asked: dict[tuple[str, int], tuple[float, bool, float | None]] = {}
-        # Ask the broker about one partition at most this often (the answer must hold for store_idle_s).
+        self._ends: dict[tuple[str, int], int] = {}
+        self._ends_read_at = 0.0
+        """When (wall clock) the end offsets in `_ends` were asked for."""
+        self._asked = float("-inf")
+        # Ask the broker at most this often unless asked for a fresh look (the answer must hold for store_idle_s).
         self._interval_s = min(0.25, settings.store_idle_s / 4) if settings.store_idle_s else 0.0
         self._partitions: dict[str, list[int]] = {}
+
+    def _client(self) -> AdminClient:
+        if self._admin is None:
+            self._admin = AdminClient(self._settings.kafka_config())
+        return self._admin
 
     def partitions(self, topic: str) -> list[int]:
         if topic not in self._partitions:
@@ -155,48 +168,46 @@ class _Quiet:
             self._partitions[topic] = found
         return self._partitions[topic]
 
-    def _client(self) -> Consumer:
-        if self._consumer is None:
-            self._consumer = Consumer(
-                {
-                    **self._settings.kafka_config(),
-                    "group.id": "streamguard-freshness",
-                    "enable.auto.commit": False,
-                }
-            )
-        return self._consumer
+    def refresh(self, keys: list[tuple[str, int]], now: float, fresh: bool) -> None:
+        """Read every partition's end offset in one request (unless read less than `interval` ago)."""
+        if not fresh and now - self._asked < self._interval_s:
+            return
+        self._ends, self._ends_read_at = self.ends_now(keys)
+        self._asked = now
 
-    def __call__(
-        self, topic: str, partition: int, store_next: int, now: float, fresh: bool = False
-    ) -> float | None:
-        """Return when (wall clock) the broker last confirmed the partition quiet, or None if it is not.
+    def ends_now(self, keys: list[tuple[str, int]]) -> tuple[dict[tuple[str, int], int], float]:
+        """Return the partitions' end offsets and when (wall clock) they were asked for: one request."""
+        read_at = time.time()
+        futures = self._client().list_offsets(
+            {TopicPartition(t, p): OffsetSpec.latest() for t, p in keys}, request_timeout=5
+        )
+        return {(tp.topic, tp.partition): f.result(timeout=5).offset for tp, f in futures.items()}, read_at
+
+    def end(self, topic: str, partition: int) -> int | None:
+        """The end offset read last for a partition."""
+        return self._ends.get((topic, partition))
+
+    def __call__(self, topic: str, partition: int, store_next: int, now: float) -> float | None:
+        """Return when (wall clock) the broker confirmed the partition quiet, or None if it is not.
 
         Quiet: the store has read up to Kafka's end offset, and neither moved for `store_idle_s` (a broker's
         end offset can trail the data: Tansu reports the base offset of the last record batch). Anything
         produced to the partition before the returned time is in the store.
         """
         key = (topic, partition)
-        asked = self._asked.get(key)
-        if asked is not None and now - asked[0] < self._interval_s and not fresh:
-            return asked[2]
-        read_at = time.time()
-        _, high = self._client().get_watermark_offsets(
-            TopicPartition(topic, partition), timeout=5, cached=False
-        )
+        high = self._ends.get(key)
+        if high is None:
+            return None
         seen = (high, store_next)
         prev = self._seen.get(key)
         if prev is None or prev[0] != seen:
             self._seen[key] = (seen, now)
-            quiet = False
-        else:
-            quiet = store_next >= high and now - prev[1] >= self._settings.store_idle_s
-        confirmed = read_at if quiet else None
-        self._asked[key] = (now, quiet, confirmed)
-        return confirmed
+            return None
+        quiet = store_next >= high and now - prev[1] >= self._settings.store_idle_s
+        return self._ends_read_at if quiet else None
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
+        self._admin = None
 
 
 class LabelFeatures:
@@ -216,6 +227,8 @@ class LabelFeatures:
         self.safe_day: int | None = None
         """Newest day whose inputs every source partition has passed in event time (None until known):
         complete for good, whenever a transaction of that day was read."""
+        self._quiet_basis: dict[tuple[str, int], int | None] = {}
+        """The end offsets of the quiet partitions that the readiness leans on, as last confirmed."""
         self._quiet_ready: tuple[int, float] | None = None
         """(day, time): a later day complete for transactions read before that time, because the partitions
         still behind are quiet (read to their end, as the broker confirmed at that time)."""
@@ -263,6 +276,29 @@ class LabelFeatures:
         """When the broker last confirmed the quiet partitions behind `ready_day` (wall clock), if any."""
         quiet = self._quiet_ready
         return None if quiet is None else quiet[1]
+
+    def confirm(self) -> bool:
+        """Confirm, now and in the caller's thread, that the quiet partitions are still read to their end.
+
+        One `ListOffsets` request (about a millisecond): when none of those partitions got anything new since
+        the store thread's last look, that look still holds now, and transactions read before this call may
+        use the tables it allows. Otherwise the store thread is asked for a full look. Returns whether it held.
+        """
+        quiet, basis = self._quiet_ready, self._quiet_basis
+        if quiet is None or not basis or None in basis.values():
+            self.want_confirmation()
+            return False
+        try:
+            ends, read_at = self._quiet.ends_now(list(basis))
+        except Exception:  # noqa: BLE001 - the broker not answering: the store thread finds out and says so
+            self.want_confirmation()
+            return False
+        if ends != basis:
+            self.want_confirmation()
+            return False
+        if self._quiet_ready is quiet:  # not replaced by the store thread meanwhile
+            self._quiet_ready = (quiet[0], read_at)
+        return True
 
     def want_confirmation(self) -> None:
         """Ask the store thread for a fresh look now (a worker holds transactions read after the last one)."""
@@ -375,6 +411,10 @@ class LabelFeatures:
                     self._offsets[(p.source, p.partition)] = p.next_offset
                     self.progressed_at = time.time()
         safe_marks, quiet_marks, confirmed = [], [], float("inf")
+        basis: dict[tuple[str, int], int | None] = {}
+        self._quiet.refresh(
+            [(t, p) for t in self._topics.values() for p in self._quiet.partitions(t)], now, fresh
+        )
         for source, topic in self._topics.items():
             parts = []
             for partition in self._quiet.partitions(topic):
@@ -388,11 +428,12 @@ class LabelFeatures:
             # Past the lowest partition, skip the quiet ones (lowest first) up to the first that is not.
             watermark: int | None = ALL_DAYS * DAY_US
             for max_event, partition, next_offset in sorted(parts):
-                at = self._quiet(topic, partition, next_offset, now, fresh)
+                at = self._quiet(topic, partition, next_offset, now)
                 if at is None:
                     watermark = None if max_event < 0 else max_event
                     break
                 confirmed = min(confirmed, at)
+                basis[(topic, partition)] = self._quiet.end(topic, partition)
             quiet_marks.append(None if watermark is None else watermark // DAY_US)
         delay = self._settings.label_delay_days
         if None not in safe_marks:
@@ -402,3 +443,4 @@ class LabelFeatures:
                 metrics.LABEL_FEATURES_DAY.set(safe)
         if None not in quiet_marks:
             self._quiet_ready = (min(quiet_marks[0], quiet_marks[1] + delay, ALL_DAYS), confirmed)
+            self._quiet_basis = basis

@@ -35,9 +35,9 @@ from flows.partition_merge import PartitionMerge
 from flows.placement import worker_of
 from flows.rolling.state import RollingState
 from flows.transaction_source import Progress, ReadBatch
-from flows.txn_rows import COLUMN, DEADLINE, STORE, TxnRows
+from flows.txn_rows import COLUMN, DEADLINE, OUT_OF_ORDER, STORE, TxnRows
 from models.features import TERMINAL_RECENT_WINDOWS
-from streamguard.events import DeadLetter, dead_letter
+from streamguard.events import DeadLetter
 from streamguard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ _RECENT = [suffix for suffix, _ in TERMINAL_RECENT_WINDOWS]
 _RECENT_COLUMNS = {
     kind: [COLUMN[f"term_recent_{kind}_{s}"] for s in _RECENT] for kind in ("n", "mean", "max")
 }
+_TERMINAL_ACTIVITY = [c for cols in _RECENT_COLUMNS.values() for c in cols] + [COLUMN["term_secs_since_prev"]]
 
 
 @dataclass(slots=True)
@@ -84,6 +85,14 @@ def route_to_workers(batch: ReadBatch, keys: list[str]) -> list[tuple[str, Piece
         mine = np.flatnonzero(owner == w)
         out.append((key, Piece(batch.progress, rows.take(mine) if len(mine) else None, w)))
     return out
+
+
+def _unflagged(rows: TxnRows, flag: int) -> np.ndarray:
+    """Rows a flag may be set on: unflagged ones, and for "deadline" also "out_of_order" ones (the budget
+    running out is what decides the fast path, and what an operator must see first)."""
+    if flag == DEADLINE:
+        return (rows.degraded == 0) | (rows.degraded == OUT_OF_ORDER)
+    return rows.degraded == 0
 
 
 class TerminalStage(StatefulBatchLogic):
@@ -212,20 +221,14 @@ class TerminalStage(StatefulBatchLogic):
         x[:, _RECENT_COLUMNS["mean"]] = batch.means.T
         x[:, _RECENT_COLUMNS["max"]] = batch.maxes.T
         x[:, COLUMN["term_secs_since_prev"]] = batch.secs_since_prev
-        if not late:
-            return rows, []
-        # Live mode only: partitions far apart in event time can make a terminal's transaction too old.
-        letters = [
-            dead_letter(
-                reason, "late", value=rows.raw[i], topic=None, partition=int(rows.partitions[i]),
-                offset=int(rows.offsets[i]),
-            )
-            for i, reason in late
-        ]  # fmt: skip
-        metrics.LATE.inc(len(letters))
-        bad = {i for i, _ in late}
-        keep = [i for i in range(len(rows)) if i not in bad]
-        return (rows.take(keep) if keep else None), letters
+        if late:
+            # Its terminal had moved on by more than the allowed lateness (live mode while partitions are far
+            # apart in event time, or a partition back from idle): no exact terminal activity exists for it.
+            # It is still decided, once, with those features missing, and says why.
+            at = np.array([i for i, _ in late], np.int64)
+            x[np.ix_(at, _TERMINAL_ACTIVITY)] = np.nan
+            rows.degraded[at[rows.degraded[at] == 0]] = OUT_OF_ORDER
+        return rows, []
 
     def _attach_labels(self, now: float, force: bool) -> TxnRows | None:
         if not self.waiting:
@@ -238,6 +241,13 @@ class TerminalStage(StatefulBatchLogic):
         days = rows.day()
         done = np.zeros(len(rows), bool)
         now_us = int(now * 1e6)
+        ready_day, latest = self.labels.ready_day, int(rows.ingested_us.max()) / 1e6
+        if (
+            ready_day is not None
+            and int(days.max()) <= ready_day
+            and not self.labels.is_ready(int(days.max()), latest)
+        ):
+            self.labels.confirm()  # complete but confirmed before these were read: one quick look at the broker
         deadline = None if self.exact else self._deadlines(rows)
         waited_out = force or (self.exact and self._waited_out(now, days, int(rows.ingested_us.max()) / 1e6))
         for day in np.unique(days).tolist():
@@ -252,9 +262,9 @@ class TerminalStage(StatefulBatchLogic):
                         continue
                 table = self.labels.newest_before(day)
                 flag = DEADLINE if not self.exact and not force else STORE
-                rows.degraded[at & (rows.degraded == 0)] = flag
+                rows.degraded[at & _unflagged(rows, flag)] = flag
             elif not self.exact:
-                rows.degraded[at & (deadline <= now_us) & (rows.degraded == 0)] = DEADLINE
+                rows.degraded[at & (deadline <= now_us) & _unflagged(rows, DEADLINE)] = DEADLINE
             picked = np.flatnonzero(at)
             rows.x[np.ix_(picked, _LABEL_COLUMNS)] = (
                 table.lookup([rows.terminals[i] for i in picked.tolist()]) if table is not None else np.nan

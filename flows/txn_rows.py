@@ -18,9 +18,9 @@ N_FEATURES = len(FEATURE_NAMES)
 COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
 """Feature name -> column of `TxnRows.x`."""
 
-DEGRADED_REASONS = (None, "store", "deadline", "order_bound")
+DEGRADED_REASONS = (None, "store", "deadline", "order_bound", "out_of_order")
 """`TxnRows.degraded` codes -> `Decision.degraded_reason` (0: not degraded)."""
-STORE, DEADLINE, ORDER_BOUND = 1, 2, 3
+STORE, DEADLINE, ORDER_BOUND, OUT_OF_ORDER = 1, 2, 3, 4
 
 _ARRAYS = (
     "partitions",

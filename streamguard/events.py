@@ -98,7 +98,8 @@ class Decision(msgspec.Struct, frozen=True):
     degraded_reason: str | None = None
     """Why `degraded`: "store" (label features missing or stale: the store was down or behind),
     "deadline" (live mode: decided on the fast path after its budget ran out), "order_bound" (exact mode:
-    released before every partition passed it because the order buffer was full)."""
+    released before every partition passed it because the order buffer was full), "out_of_order" (its
+    terminal had moved on by more than the allowed lateness: terminal activity features missing)."""
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
