@@ -68,7 +68,7 @@ bench-decode: venv ## Benchmark hot-path decoding: msgspec vs pydantic vs json, 
 	$(PY) bench/bench_decode.py
 
 bench-windows: venv ## Benchmark per-event sliding windows: our rolling state vs a Bytewax stateful_map, same events
-	$(PY) bench/bench_windows.py
+	$(PY) -m bench.bench_windows
 
 bench-scoring: venv ## Benchmark XGBoost scoring: per event vs micro-batches, 1 thread and all cores, CPU and GPU
 	$(PY) bench/bench_scoring.py
