@@ -29,6 +29,7 @@ import argparse
 import math
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,7 +56,7 @@ WHAT_DIFFERS = (
     "      PostgreSQL; per-card 10 min, 1 h, 1, 7 and 30 d windows; per-terminal 1 h and 1 d windows in one",
     "      cross-partition event-time order; label-based terminal features from SQL, gated on the store's",
     "      freshness; one XGBoost call per micro-batch; decisions, alerts, late and dead-letter topics;",
-    "      recovery snapshots every 5 s.",
+    "      recovery snapshots every 5 s (unless --no-recovery).",
     "quix: 1 process; per-card 1, 7 and 30 d windows only (RocksDB state with changelog topics, commit",
     "      every 5 s); one XGBoost call per message; NaN for the 21 features it does not compute;",
     "      decisions topic only.",
@@ -104,7 +105,7 @@ def _slice(txns, labels, lo: int, hi: int):
     return part, labels[(labels["ts"] >= start) & (labels["ts"] < end)]
 
 
-def run_live(harness, settings, tail, procs, txns, labels, rate: float, wait_s: float):
+def run_live(settings, tail, procs, txns, labels, rate: float, wait_s: float):
     """Replay a slice at `rate` transactions/s; return its decisions and how many never came."""
     msgs_per_txn = (len(txns) + len(labels)) / len(txns)
     replay(settings, txns, labels, max_rate=rate * msgs_per_txn, progress=False)
@@ -117,12 +118,93 @@ def _train(settings) -> None:
     subprocess.run([sys.executable, "-m", "streamguard.cli", "train"], check=True, env=env)
 
 
-def _summary(name: str, decisions, n_missing: int) -> dict[str, float]:
+def _summary(decisions, n_missing: int) -> dict[str, float]:
     row = {"n": len(decisions), "missing": n_missing}
     for label, a, b in STAGES:
         v = _ms(decisions, a, b)
         row[f"{label} p50"], row[f"{label} p99"] = np.percentile(v, 50), np.percentile(v, 99)
     return row
+
+
+def _save_latencies(path: Path, decisions) -> None:
+    """Write each decision's stage times (for a look at when slow ones happened; kept with --keep)."""
+    rows = [
+        (i, *(getattr(d.stages, s) for s in ("produced", "ingested", "features_ready", "scored", "emitted")))
+        for i, d in decisions.items()
+    ]
+    cols = ["transaction_id", "produced", "ingested", "features_ready", "scored", "emitted"]
+    pd.DataFrame(rows, columns=cols).sort_values("produced").to_csv(path, index=False)
+
+
+def train_model(harness: Harness, args, start, cfg) -> tuple[Path, int, float]:
+    """Run ours without a model over a simulated history, train on what it served; return the model.
+
+    Returns (the registered version's folder, transactions in the history, transactions per day).
+    """
+    boot = harness.phase("boot")
+    ensure_topics(boot)
+    apply_sql(boot)
+    hist, hist_labels = simulate(SimulationConfig(days=args.history_days, start=start, **cfg))
+    procs = harness.ours(boot)
+    replay(boot, hist, hist_labels, progress=False)
+    harness.tail(boot, boot.topic("decisions")).wait_for(hist["transaction_id"].tolist(), procs, 1800)
+    wait_quiet(procs)
+    harness.stop(procs)
+    _train(boot)
+    model_dir = next(p for p in sorted(boot.registry_dir.glob("v*")) if p.is_dir())
+    print(f"model: {model_dir.name} trained on the features ours served for {len(hist):,} transactions")
+    return model_dir, len(hist), len(hist) / args.history_days
+
+
+def backlog_phase(harness: Harness, args, main, quix_out: str, model_dir: Path, ids: list[int]):
+    """Run ours, then the peer, alone from the topic's beginning; check they agree; leave both running.
+
+    Returns ({side: (processes, tail, decisions, seconds from start to the last decision)}); ours is
+    left paused.
+    """
+    sides = {}
+    for name in ("ours", "quix"):
+        t0 = time.monotonic()
+        if name == "ours":
+            procs = harness.ours(main, recovery=not args.no_recovery)
+            tail = harness.tail(main, main.topic("decisions"))
+        else:
+            procs = harness.quix(args.peer_python, main, quix_out, model_dir)
+            tail = harness.tail(main, quix_out)
+        if tail.wait_for(ids, procs, 3600):
+            raise RuntimeError(f"{name} did not decide the whole backlog; see {harness.logs}")
+        sides[name] = (procs, tail, tail.decisions(ids), time.monotonic() - t0)
+        wait_quiet(procs)  # ours' mirror finishes copying into SQL before ours is paused
+        if name == "ours":
+            harness.freeze(procs)
+    compared, diffs = compare_features(sides["ours"][2], sides["quix"][2])
+    if diffs or compared < len(ids) * 0.99:
+        raise SystemExit(f"features differ ({compared:,} compared): " + "; ".join(diffs))
+    print(f"check: {', '.join(COMPARED)} agree on all {compared:,} backlog transactions", flush=True)
+    return sides
+
+
+def live_phase(harness: Harness, args, main, sides, slices, rates) -> dict[tuple[str, float], dict]:
+    """Replay the slices at `rates`: the peer alone, then ours alone on a shifted copy; return summaries."""
+    span = slices[-1][0]["ts"].iloc[-1] - slices[0][0]["ts"].iloc[0] + pd.Timedelta(seconds=1)
+    wait_s = max(120.0, 4 * args.live_seconds)
+    live: dict[tuple[str, float], dict] = {}
+    for name in ("quix", "ours"):
+        procs, tail, _, _ = sides[name]
+        if name == "ours":
+            harness.thaw(procs)  # it first catches up on the peer's slices, unmeasured
+            tail.wait_for(pd.concat([t for t, _ in slices])["transaction_id"].tolist(), procs, 600)
+        wait_quiet(procs)
+        for rate, (txns, labels) in zip(rates, slices, strict=True):
+            if name == "ours":
+                txns, labels = _shifted(txns, span, 10**9), _shifted(labels, span, 10**9)
+            decided, missing = run_live(main, tail, procs, txns, labels, rate, wait_s)
+            live[name, rate] = _summary(decided, missing)
+            live[name, rate]["days"] = txns["ts"].dt.floor("D").nunique() - 1
+            _save_latencies(harness.run_dir / f"latency_{name}_{rate:.0f}.csv", decided)
+            wait_quiet(procs)
+        harness.stop(procs)
+    return live
 
 
 def main() -> None:
@@ -133,7 +215,10 @@ def main() -> None:
     parser.add_argument("--rates", default="500,2000", help="live rates, transactions/s")
     parser.add_argument("--live-seconds", type=float, default=20.0, help="seconds of replay per rate")
     parser.add_argument("--peer-python", default=str(ROOT / ".venv-peer" / "bin" / "python"))
-    parser.add_argument("--keep", action="store_true", help="keep the run folder (logs) afterwards")
+    parser.add_argument("--keep", action="store_true", help="keep the run folder (logs, latencies)")
+    parser.add_argument(
+        "--no-recovery", action="store_true", help="run ours without Bytewax recovery (not as users do)"
+    )
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     if not Path(args.peer_python).exists():
@@ -151,104 +236,41 @@ def main() -> None:
         harness.up()
         start = datetime.now(UTC).date() - timedelta(days=2 * (args.history_days + args.backlog_days) + 30)
         cfg = dict(customers=args.customers, terminals=2 * args.customers, seed=11)
+        model_dir, n_hist, per_day = train_model(harness, args, start, cfg)
 
-        # 1. a model trained on the features ours served for a history
-        boot = harness.phase("boot")
-        ensure_topics(boot)
-        apply_sql(boot)
-        hist, hist_labels = simulate(SimulationConfig(days=args.history_days, start=start, **cfg))
-        per_day = len(hist) / args.history_days
-        procs = harness.ours(boot)
-        replay(boot, hist, hist_labels, progress=False)
-        tail = harness.tail(boot, boot.topic("decisions"))
-        tail.wait_for(hist["transaction_id"].tolist(), procs, 1800)
-        wait_quiet(procs)
-        harness.stop(procs)
-        _train(boot)
-        model_dir = next(p for p in sorted((run_dir / "models").glob("v*")) if p.is_dir())
-        print(f"model: {model_dir.name} trained on the features ours served for {len(hist):,} txns")
-
-        # 2. one pre-filled topic, each side alone from its beginning
         main = harness.phase("main")
         quix_out = main.topic_prefix + "quix_decisions"
         harness.create_topics(main, [main.topic("transactions"), quix_out])
         ensure_topics(main)
         apply_sql(main)
         live_n = [int(r * args.live_seconds) for r in rates]
-        extra_days = math.ceil(1.3 * sum(live_n) / per_day) + 1
-        txns, labels = simulate(
-            SimulationConfig(days=args.backlog_days + extra_days, start=start + timedelta(days=60), **cfg)
-        )
+        days = args.backlog_days + math.ceil(1.3 * sum(live_n) / per_day) + 1
+        txns, labels = simulate(SimulationConfig(days=days, start=start + timedelta(days=60), **cfg))
         txns = txns.sort_values(["ts", "transaction_id"], kind="stable").reset_index(drop=True)
-        n_backlog = int(
-            (txns["ts"] < txns["ts"].iloc[0].normalize() + pd.Timedelta(days=args.backlog_days)).sum()
-        )
+        cut = txns["ts"].iloc[0].normalize() + pd.Timedelta(days=args.backlog_days)
+        n_backlog = int((txns["ts"] < cut).sum())
         backlog, backlog_labels = _slice(txns, labels, 0, n_backlog)
         replay(main, backlog, backlog_labels, progress=False)
-        ids = backlog["transaction_id"].tolist()
         print(
-            f"backlog: {len(backlog):,} transactions + {len(backlog_labels):,} labels on one topic",
-            flush=True,
+            f"backlog: {n_backlog:,} transactions + {len(backlog_labels):,} labels on one topic", flush=True
         )
+        sides = backlog_phase(harness, args, main, quix_out, model_dir, backlog["transaction_id"].tolist())
 
-        t0 = time.monotonic()
-        ours = harness.ours(main)
-        ours_tail = harness.tail(main, main.topic("decisions"))
-        if ours_tail.wait_for(ids, ours, 1800):
-            raise RuntimeError("ours did not decide the whole backlog; see logs")
-        ours_backlog = ours_tail.decisions(ids)
-        ours_wall = time.monotonic() - t0
-        wait_quiet(ours)  # the mirror finishes copying into SQL before ours is paused
-        harness.freeze(ours)
-
-        t0 = time.monotonic()
-        quix = harness.quix(args.peer_python, main, quix_out, model_dir)
-        quix_tail = harness.tail(main, quix_out)
-        if quix_tail.wait_for(ids, quix, 3600):
-            raise RuntimeError("the Quix peer did not decide the whole backlog; see logs/quix.log")
-        quix_backlog = quix_tail.decisions(ids)
-        quix_wall = time.monotonic() - t0
-
-        # 3. same customer features on the same input, or no figures
-        compared, diffs = compare_features(ours_backlog, quix_backlog)
-        if diffs or compared < len(ids) * 0.99:
-            raise SystemExit(f"features differ ({compared:,} compared): " + "; ".join(diffs))
-        print(f"check: {', '.join(COMPARED)} agree on all {compared:,} backlog transactions")
-
-        # 4. live, each side alone and idle before its slices; the peer first, ours on a shifted copy
-        rest_txns, rest_labels = txns.iloc[n_backlog:], labels[labels["ts"] >= backlog["ts"].iloc[-1]]
-        bounds = np.cumsum([0, *live_n])
-        slices = [_slice(rest_txns, rest_labels, lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)]
-        span = slices[-1][0]["ts"].iloc[-1] - slices[0][0]["ts"].iloc[0] + pd.Timedelta(seconds=1)
-        wait_s = max(120.0, 4 * args.live_seconds)
-        live: dict[tuple[str, float], dict] = {}
-        wait_quiet(quix)
-        for rate, (t, lab) in zip(rates, slices, strict=True):
-            decided, missing = run_live(harness, main, quix_tail, quix, t, lab, rate, wait_s)
-            live["quix", rate] = _summary("quix", decided, missing)
-            wait_quiet(quix)
-        harness.stop(quix)
-        harness.thaw(ours)
-        ours_tail.wait_for(pd.concat([s[0] for s in slices])["transaction_id"].tolist(), ours, 600)
-        wait_quiet(ours)
-        for rate, (t, lab) in zip(rates, slices, strict=True):
-            t, lab = _shifted(t, span, 10**9), _shifted(lab, span, 10**9)
-            decided, missing = run_live(harness, main, ours_tail, ours, t, lab, rate, wait_s)
-            live["ours", rate] = _summary("ours", decided, missing)
-            wait_quiet(ours)
-        harness.stop(ours)
+        rest = txns.iloc[n_backlog:]
+        bounds = np.cumsum([0, *live_n]).tolist()
+        slices = [_slice(rest, labels, lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)]
+        live = live_phase(harness, args, main, sides, slices, rates)
     finally:
         harness.close()
 
-    report(args, rates, ours_backlog, quix_backlog, ours_wall, quix_wall, live, len(hist))
+    report(args, rates, sides, live, n_hist)
     if not args.keep:
-        import shutil
-
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def report(args, rates, ours_backlog, quix_backlog, ours_wall, quix_wall, live, n_hist) -> None:
+def report(args, rates, sides, live, n_hist) -> None:
     """Print the side-by-side tables, what differs, and the last line."""
+    (_, _, ours_backlog, ours_wall), (_, _, quix_backlog, quix_wall) = sides["ours"], sides["quix"]
     ours_tx, quix_tx = throughput(ours_backlog), throughput(quix_backlog)
     n = len(ours_backlog)
     print()
@@ -261,12 +283,16 @@ def report(args, rates, ours_backlog, quix_backlog, ours_wall, quix_wall, live, 
     print()
     print("live, each side alone and caught up, event -> decision = emitted - Kafka produce time (ms):")
     print(
-        f"  {'side':6} {'tx/s':>6} {'decided':>8} {'missing':>7}  " + "  ".join(f"{s[0]:>24}" for s in STAGES)
+        f"  {'side':6} {'tx/s':>6} {'decided':>8} {'missing':>7} {'new days':>8}  "
+        + "  ".join(f"{s[0]:>24}" for s in STAGES)
     )
     for (name, rate), row in sorted(live.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         cells = "  ".join(f"{row[f'{s[0]} p50']:>10,.1f} / {row[f'{s[0]} p99']:>10,.1f}" for s in STAGES)
-        print(f"  {name:6} {rate:6,.0f} {row['n']:8,} {row['missing']:7,}  {cells}")
-    print("  (each cell: p50 / p99)")
+        print(f"  {name:6} {rate:6,.0f} {row['n']:8,} {row['missing']:7,} {row['days']:8}  {cells}")
+    print(
+        "  (each cell: p50 / p99. new days: simulated days that start within the slice; at each, ours holds\n"
+        "  transactions until the SQL store has the labels before that day, about once a day in production)"
+    )
     print()
     print("what differs (same input, same model file, same broker):")
     for line in WHAT_DIFFERS:

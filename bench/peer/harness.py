@@ -84,9 +84,13 @@ class DecisionTail:
             missing = {k for k in missing if k not in self.raw}
             if not missing or time.monotonic() > deadline:
                 return {int(k) for k in missing}
-            dead = [p.args for p in procs if p.poll() is not None]
+            dead = [
+                f"{' '.join(map(str, p.args[:4]))} (exit {p.returncode})"
+                for p in procs
+                if p.poll() is not None
+            ]
             if dead:
-                raise RuntimeError(f"a process exited while decisions were awaited: {dead}")
+                raise RuntimeError(f"process(es) exited while decisions were awaited: {dead}")
             time.sleep(0.5)
 
     def decisions(self, ids: Iterable[int]) -> dict[int, Decision]:
@@ -172,11 +176,11 @@ class Harness:
         self._tails.append(tail)
         return tail
 
-    def ours(self, settings: Settings) -> list[subprocess.Popen]:
+    def ours(self, settings: Settings, recovery: bool = True) -> list[subprocess.Popen]:
         """Start streamguard's mirror and fraud flows as `streamguard flow run` does (recovery on)."""
         procs = [
             spawn_flow(
-                settings, name, recovery=True, log_path=self.logs / f"{settings.topic_prefix}{name}.log"
+                settings, name, recovery=recovery, log_path=self.logs / f"{settings.topic_prefix}{name}.log"
             )
             for name in ("mirror", "fraud")
         ]
