@@ -6,11 +6,12 @@ SHELL := /bin/bash
 PYTHON ?= $(shell for p in python3.12 python3.11 python3.10 python3; do $$p -c "import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 12)" >/dev/null 2>&1 && { echo $$p; break; }; done)
 VENV ?= .venv
 PY := $(VENV)/bin/python
+PEER_VENV ?= .venv-peer
 SG := $(VENV)/bin/streamguard
 PYTEST_ARGS ?=
 
 .PHONY: help venv run up down status sql-apply test test-unit test-integration lint format \
-        bench-decode bench-windows bench-scoring bench-flow sql-check mz-smoke deploy deploy-dry-run k8s-render k8s-check clean
+        bench-decode bench-windows bench-scoring bench-flow bench-peer sql-check mz-smoke deploy deploy-dry-run k8s-render k8s-check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -66,14 +67,25 @@ format: venv ## Rewrite files with ruff's fixes and formatter
 bench-decode: venv ## Benchmark hot-path decoding: msgspec vs pydantic vs json, side by side
 	$(PY) bench/bench_decode.py
 
-bench-windows: venv ## Benchmark the rolling window state vs Bytewax's built-in windowing at 10k/100k/1M keys
-	$(PY) bench/bench_windows.py
+bench-windows: venv ## Benchmark per-event sliding windows: our rolling state vs a Bytewax stateful_map, same events
+	$(PY) -m bench.bench_windows
 
-bench-scoring: venv ## Benchmark XGBoost scoring: per event vs micro-batches of 64..256k rows, CPU and GPU
+bench-scoring: venv ## Benchmark XGBoost scoring: per event vs micro-batches, 1 thread and all cores, CPU and GPU
 	$(PY) bench/bench_scoring.py
 
 bench-flow: venv ## Benchmark the scoring flow end to end on the local stack (throughput, latency)
 	$(PY) bench/bench_flow.py
+
+# The Quix Streams peer gets its own env: quixstreams pins an older confluent-kafka (bench/peer/requirements.txt).
+$(PEER_VENV)/.installed: bench/peer/requirements.txt $(VENV)/.installed
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEER_VENV)/bin/python -m pip install --quiet -r bench/peer/requirements.txt \
+		"xgboost==$$($(PY) -c 'import xgboost; print(xgboost.__version__)')"
+	@touch $@
+
+bench-peer: venv $(PEER_VENV)/.installed ## Benchmark the fraud flow vs the same job in Quix Streams, same broker and input
+	$(PY) -m bench.bench_peer
 
 OVERLAY ?= prod
 deploy-dry-run: venv ## Print the chart values and the exact `waxctl dataflow deploy` command for OVERLAY (local|prod|gpu)
@@ -89,4 +101,4 @@ k8s-check: venv ## Validate every overlay: Kubernetes schemas (strict), custom r
 	$(PY) -m streamguard.deploy.checks
 
 clean: ## Remove the virtualenv and local state
-	rm -rf $(VENV) .streamguard
+	rm -rf $(VENV) $(PEER_VENV) .streamguard

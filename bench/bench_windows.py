@@ -1,49 +1,58 @@
-"""Benchmark streamguard's rolling-window state against Bytewax's built-in windowing, side by side.
+"""Benchmark per-event sliding windows: streamguard's rolling state vs Bytewax, same events, side by side.
 
-Both sides run in this process, one Bytewax worker (`run_main`), on the same generated events: keys
-uniform over K cards, event time advancing 250 ms per event with up to 5 s of backwards jitter, amounts
-in cents, windows 10 min / 1 h / 1 d / 7 d / 30 d, allowed lateness 10 s (so nothing is late).
+Every side runs in this process, one Bytewax worker (`run_main`), over the same generated events: keys
+uniform over K cards, event time advancing 250 ms per event with up to 5 s of backwards jitter (so events
+arrive out of order), amounts in cents, windows 10 min / 1 h / 1 d / 7 d / 30 d, allowed lateness 10 s
+(so nothing is late). Both per-event sides emit, for every event, its card's count, sum, mean and max over
+each trailing window `(t - L, t]` including the event, and the time since the card's previous event, as
+one Python object per event (`(event, RollingResult)`), which is what the fraud flow's consumer reads:
 
-- ours: `flows.rolling.rolling_aggregate` (64 shards), one result per event with count, sum, mean and
-  max over each trailing window `(t - L, t]` exact to the microsecond, plus time since the previous event.
-- builtin: the cheapest built-in equivalent: one `fold_window` per window length with a
-  `TumblingWindower` (aligned buckets, not trailing windows) folding count, sum and max per card,
-  `EventClock(to_system_utc=lambda _: None)` (the documented fast path for replayed timestamps; windows
-  close on a later item of the card or at EOF) and `ordered=False` (no sort buffer). It emits one value
-  per (card, bucket) when the bucket closes, not a value per event, so it does strictly less than ours.
-  Its cost grows with live keys, so it runs on a time-bounded prefix of the events (the table says how
-  many) and is timed up to the end of that prefix, then aborted, so its end-of-input flush of every
-  open window is not timed; both flatter it (a prefix also has fewer live keys than the full run).
+- ours: `flows.rolling.rolling_aggregate` (the per-card rolling state: `RollingState.process_columns`,
+  64 shards, `RollingBatch` columns) followed by `RollingBatch.rows`, the per-event rows the fraud flow
+  builds after it;
+- builtin: a Bytewax `stateful_map` written the obvious way: per card, a list of its `(time, amount)`
+  events in the longest window (plus lateness); each event is appended, then every window is folded by
+  scanning the list. Same results (checked on a sample first), no numba, no sharding.
+- tumbling (for reference, not the same job): one Bytewax `fold_window` per window length with a
+  `TumblingWindower`, emitting one value per card and aligned bucket when the bucket closes, not a value
+  per event. Its cost grows with live keys, so it runs on a time-bounded prefix (the table says how many
+  events) and is labelled as such.
 
-Runs use a 1-hour epoch, so neither side takes Bytewax's epoch-end snapshots mid-run (those are a
-recovery cost; the built-in's, one per live key and window operator, take seconds at these key counts).
-ev/s is wall-clock; cpu ev/s divides by this process's CPU time, which is steadier on a shared machine.
-Memory: bytes per retained event of one `RollingState` holding 1,000,000 cards with 16 events each on
-average (tracemalloc: every allocation the state keeps, including the card-id strings and the dict),
-and the process's peak RSS.
-The last line is `windows: keys=100000 ours=<ev/s> builtin=<ev/s> ratio=<x>`.
+Each run is timed until its source is asked for input past the last batch (by then, with one worker,
+every batch went through the flow: the sinks' counts are checked), then aborted, so no side's
+end-of-input flush or final snapshot is counted. Runs use a 1-hour epoch, so no epoch-end snapshot
+happens mid-run. ev/s is wall-clock; cpu ev/s divides by this process's CPU time (steadier on a shared
+machine). Memory: bytes per retained event of one `RollingState` holding 1,000,000 cards with 16 events
+each on average (tracemalloc, all allocations the state keeps), and the process's peak RSS.
+The event-order stage (`flows.event_order`) has its own section: see `bench_event_order`.
+The last line is `windows: keys=100000 ours=<ev/s> builtin=<ev/s> ratio=<x>` (builtin = stateful_map).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import math
 import resource
 import time
 import tracemalloc
-from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from operator import itemgetter
 
 import bytewax.operators as op
 import numpy as np
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import AbortExecution, FixedPartitionedSource, StatefulSourcePartition
-from bytewax.operators.windowing import EventClock, TumblingWindower, fold_window
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
-from flows.rolling import RollingState, rolling_aggregate
+from bench.window_baselines import (
+    BatchSource,
+    CountingSink,
+    TimedFeed,
+    sliding_mapper,
+    sliding_stateful_map,
+    tumbling_windows,
+)
+from flows.rolling import RollingBatch, RollingState, rolling_aggregate
 
 WINDOWS = (
     timedelta(minutes=10),
@@ -52,7 +61,9 @@ WINDOWS = (
     timedelta(days=7),
     timedelta(days=30),
 )
+WINDOWS_US = tuple(w // timedelta(microseconds=1) for w in WINDOWS)
 LATENESS = timedelta(seconds=10)
+LATENESS_US = LATENESS // timedelta(microseconds=1)
 T0_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 STEP_US = 250_000
@@ -74,142 +85,96 @@ def make_events(n: int, n_keys: int, seed: int = 7) -> list[tuple[str, int, floa
     ]
 
 
-class _BatchPartition(StatefulSourcePartition):
-    def __init__(self, batches: Iterator[list]) -> None:
-        self.batches = batches
-
-    def next_batch(self) -> list:
-        return next(self.batches)  # StopIteration ends the input
-
-    def snapshot(self) -> None:
-        return None
-
-
-class BatchSource(FixedPartitionedSource):
-    """Hand the flow prebuilt batches from one partition, with no per-item checks (both sides' input).
-
-    `TestingSource` inspects every item for its control markers, which cost ours about a fifth of its
-    run time; a Kafka source hands over whole batches too.
-    """
-
-    def __init__(self, batches: Iterable[list]) -> None:
-        self.batches = batches
-
-    def list_parts(self) -> list[str]:
-        return ["0"]
-
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _BatchPartition:
-        return _BatchPartition(iter(self.batches))
-
-
 def batches_of(events: list) -> list[list]:
     """Return the events cut into input batches of `BATCH`."""
     return [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
 
 
-class _CountingPartition(StatelessSinkPartition):
-    def __init__(self, counter: list[int], rows: bool) -> None:
-        self.counter = counter
-        self.rows = rows
-
-    def write_batch(self, items: list) -> None:
-        self.counter[0] += sum(map(len, items)) if self.rows else len(items)
-
-
-class CountingSink(DynamicSink):
-    """Count items (or the rows of batch items) and drop them, so neither side pays for keeping them."""
-
-    def __init__(self, rows: bool = False) -> None:
-        self.counter = [0]
-        self.rows = rows
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _CountingPartition:
-        return _CountingPartition(self.counter, self.rows)
-
-    @property
-    def count(self) -> int:
-        return self.counter[0]
-
-
-def _timed_run(flow: Dataflow) -> tuple[float, float]:
+def _timed(flow: Dataflow, feed: TimedFeed) -> tuple[float, float]:
+    """Run a flow fed by `feed`; return (wall s, cpu s) up to the end of its input."""
     gc.collect()
     wall, cpu = time.perf_counter(), time.process_time()
     run_main(flow, epoch_interval=EPOCH_INTERVAL)
-    return time.perf_counter() - wall, time.process_time() - cpu
+    return feed.stopped[0] - wall, feed.stopped[1] - cpu
 
 
 def run_ours(events: list) -> tuple[int, float, float]:
-    """Return (events in, wall s, cpu s) for `rolling_aggregate` over all events."""
+    """Return (events, wall s, cpu s) for `rolling_aggregate` plus the per-event rows, over all events."""
+    feed = TimedFeed(batches_of(events))
     flow = Dataflow("bench_ours")
-    up = op.input("in", flow, BatchSource(batches_of(events)))
+    up = op.input("in", flow, BatchSource(feed))
     out = rolling_aggregate(
         "rolling", up, key=itemgetter(0), ts_us=itemgetter(1), value=itemgetter(2),
         windows=WINDOWS, allowed_lateness=LATENESS,
     )  # fmt: skip
-    down, late = CountingSink(rows=True), CountingSink()
-    op.output("down", out.down, down)
+    rows = op.flat_map("rows", out.down, RollingBatch.rows)
+    down, late = CountingSink(), CountingSink()
+    op.output("down", rows, down)
     op.output("late", out.late, late)
-    wall, cpu = _timed_run(flow)
+    wall, cpu = _timed(flow, feed)
     if down.count != len(events) or late.count:
-        raise SystemExit(f"ours: {down.count} results and {late.count} late for {len(events)} events")
+        raise SystemExit(f"ours: {down.count} rows and {late.count} late for {len(events)} events")
     return len(events), wall, cpu
 
 
-def _fold(acc: list, event: tuple) -> list:
-    amount = event[2]
-    acc[0] += 1
-    acc[1] += amount
-    if amount > acc[2]:
-        acc[2] = amount
-    return acc
+def run_stateful_map(events: list) -> tuple[int, float, float]:
+    """Return (events, wall s, cpu s) for the `stateful_map` baseline over all events."""
+    feed = TimedFeed(batches_of(events))
+    flow = Dataflow("bench_stateful_map")
+    up = op.input("in", flow, BatchSource(feed))
+    down = CountingSink()
+    op.output("down", sliding_stateful_map("sliding", up, WINDOWS_US, LATENESS_US), down)
+    wall, cpu = _timed(flow, feed)
+    if down.count != len(events):
+        raise SystemExit(f"stateful_map: {down.count} results for {len(events)} events")
+    return len(events), wall, cpu
 
 
-def _merge(a: list, b: list) -> list:
-    return [a[0] + b[0], a[1] + b[1], max(a[2], b[2])]
+def run_tumbling(events: list, budget_s: float) -> tuple[int, float, float]:
+    """Return (events fed, wall s, cpu s) for the tumbling `fold_window`s over the prefix fed in `budget_s`."""
+    feed = TimedFeed(batches_of(events), budget_s)
+    flow = Dataflow("bench_tumbling")
+    up = op.input("in", flow, BatchSource(feed))
+    lates = []
+    for i, (down, late) in enumerate(tumbling_windows(up, WINDOWS, LATENESS)):
+        op.output(f"down{i}", down, CountingSink())
+        lates.append(CountingSink())
+        op.output(f"late{i}", late, lates[-1])
+    wall, cpu = _timed(flow, feed)
+    if any(late.count for late in lates):
+        raise SystemExit("tumbling: unexpected late items")
+    return feed.fed, wall, cpu
 
 
-def run_builtin(events: list, budget_s: float) -> tuple[int, float, float]:
-    """Return (events in, wall s, cpu s) for the built-in windows over the prefix fed within `budget_s`.
+def check_same_results(events: list) -> int:
+    """Check that the `stateful_map` mapper gives `RollingState`'s results on `events`; return how many.
 
-    The run is aborted after the prefix and timed up to that point, so neither the built-in's
-    end-of-input flush of every open window nor its teardown is counted: only its per-event work.
+    Both are called directly, without Bytewax (whose wiring adds nothing to the results).
     """
-    fed = [0]
-    stopped: list[float] = []
+    ours = RollingState(WINDOWS, LATENESS).process(*zip(*[e[:3] for e in events], strict=True))
+    mapper = sliding_mapper(WINDOWS_US, LATENESS_US)
+    states: dict[str, list] = {}
+    for event, want in zip(events, ours, strict=True):
+        states[event[0]], (_, got) = mapper(states.get(event[0]), event)
+        same = (
+            got.counts == want.counts
+            and all(map(math.isclose, got.sums, want.sums))
+            and got.maxes == want.maxes
+            and (got.secs_since_prev is None) == (want.secs_since_prev is None)
+            and math.isclose(got.secs_since_prev or 0.0, want.secs_since_prev or 0.0)
+        )
+        if not same:
+            raise SystemExit(f"stateful_map and ours differ on {event}: {got} vs {want}")
+    return len(events)
 
-    def feed() -> Iterator[list]:
-        start = time.perf_counter()
-        for batch in batches_of(events):
-            if time.perf_counter() - start > budget_s:
-                break
-            fed[0] += len(batch)
-            yield batch
-        # Asked for more only once everything fed so far went through the flow.
-        stopped.extend((time.perf_counter(), time.process_time()))
-        raise AbortExecution()
 
-    flow = Dataflow("bench_builtin")
-    up = op.input("in", flow, BatchSource(feed()))
-    keyed = op.key_on("key", up, itemgetter(0))
-    clock = EventClock(itemgetter(3), wait_for_system_duration=LATENESS, to_system_utc=lambda _: None)
-    sinks = []
-    align = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    for w in WINDOWS:
-        name = f"w{int(w.total_seconds())}s"
-        out = fold_window(
-            name, keyed, clock, TumblingWindower(length=w, align_to=align),
-            lambda: [0, 0.0, float("-inf")], _fold, _merge, ordered=False,
-        )  # fmt: skip
-        sink, late = CountingSink(), CountingSink()
-        op.output(f"{name}_down", out.down, sink)
-        op.output(f"{name}_late", out.late, late)
-        sinks.append((sink, late))
-    gc.collect()
-    wall, cpu = time.perf_counter(), time.process_time()
-    run_main(flow, epoch_interval=EPOCH_INTERVAL)
-    if any(late.count for _, late in sinks):
-        raise SystemExit("builtin: unexpected late items")
-    return fed[0], stopped[0] - wall, stopped[1] - cpu
+def bench_event_order(events: list) -> list[str]:
+    """Benchmark the cross-partition event-order stage (`flows.event_order`) on the same events.
+
+    Hook for the sharded event-order rewrite, whose author adds this section; it returns the lines to
+    print (the stage is not measured until then).
+    """
+    return ["event order: not measured here yet (hook: bench_event_order in bench/bench_windows.py)"]
 
 
 def state_bytes_per_event(n_keys: int, mean_events_per_key: int) -> tuple[int, int, float]:
@@ -265,8 +230,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="events per key count")
     parser.add_argument("--keys", default="10000,100000,1000000", help="comma-separated key counts")
-    parser.add_argument("--builtin-seconds", type=float, default=15.0, help="time budget per built-in run")
-    parser.add_argument("--memory-keys", type=int, default=1_000_000)
+    parser.add_argument("--check-events", type=int, default=50_000, help="events checked for same results")
+    parser.add_argument("--tumbling-seconds", type=float, default=15.0, help="time budget per tumbling run")
+    parser.add_argument("--memory-keys", type=int, default=1_000_000, help="0 skips the memory run")
     parser.add_argument("--memory-events-per-key", type=int, default=16, help="mean, for the memory run")
     args = parser.parse_args()
     key_counts = [int(k) for k in args.keys.split(",")]
@@ -277,43 +243,55 @@ def main() -> None:
     rows = []
     for n_keys in key_counts:
         events = make_events(args.events, n_keys)
-        n_ours, wall_o, cpu_o = run_ours(events)
-        n_built, wall_b, cpu_b = run_builtin(events, args.builtin_seconds)
-        rows.append((n_keys, n_ours / wall_o, n_ours / cpu_o, n_built, n_built / wall_b, n_built / cpu_b))
-        del events
+        checked = check_same_results(events[: args.check_events])
+        ours = run_ours(events)
+        built = run_stateful_map(events)
+        tumbling = run_tumbling(events, args.tumbling_seconds)
+        rows.append((n_keys, ours, built, tumbling))
         print(
-            f"  keys={n_keys}: ours {n_ours} events in {wall_o:.1f} s; "
-            f"builtin {n_built} events in {wall_b:.1f} s",
+            f"  keys={n_keys}: same results on the first {checked:,} events; ours {ours[1]:.1f} s, "
+            f"stateful_map {built[1]:.1f} s, tumbling {tumbling[1]:.1f} s for {tumbling[0]:,} events",
             flush=True,
         )
+        event_order_lines = bench_event_order(events)
+        del events
 
     print()
-    print(f"{'keys':>9} {'ours ev/s':>11} {'builtin ev/s':>13} {'ratio':>7}   "
-          f"{'ours cpu ev/s':>14} {'builtin cpu ev/s':>17}  builtin events measured")  # fmt: skip
-    for n_keys, ours, ours_cpu, n_built, built, built_cpu in rows:
+    print(f"per-event sliding windows, {args.events:,} events, 1 worker (ev/s; cpu ev/s in brackets):")
+    print(
+        f"{'keys':>9} {'ours':>20} {'builtin (stateful_map)':>24} {'ratio':>7}   tumbling fold_window (prefix)"
+    )
+    for n_keys, (n, wall_o, cpu_o), (_, wall_b, cpu_b), (n_t, wall_t, cpu_t) in rows:
         print(
-            f"{n_keys:>9} {ours:>11,.0f} {built:>13,.0f} {ours / built:>7.1f}   "
-            f"{ours_cpu:>14,.0f} {built_cpu:>17,.0f}  {n_built:,} of {args.events:,}"
+            f"{n_keys:>9} {n / wall_o:>9,.0f} ({n / cpu_o:>8,.0f}) {n / wall_b:>11,.0f} ({n / cpu_b:>9,.0f}) "
+            f"{wall_b / wall_o:>7.1f}   {n_t / wall_t:,.0f} ({n_t / cpu_t:,.0f}) on the first {n_t:,} events"
         )
-
     print(
-        "builtin = one tumbling fold_window per window length, emitted at bucket close (not per event), "
-        "run on the time-bounded prefix shown and aborted there (its end-of-input flush is not timed)"
+        "ours = rolling_aggregate + RollingBatch.rows (a (event, RollingResult) per event); builtin = the "
+        "same results\nfrom a stateful_map (per-card event list, scanned per event); tumbling = one "
+        "fold_window per window length,\none value per card and bucket at bucket close (not per event), "
+        "on a time-bounded prefix: not the same job."
     )
-
-    retained, used, per_event = state_bytes_per_event(args.memory_keys, args.memory_events_per_key)
     print()
-    print(
-        f"memory: {args.memory_keys:,} keys, {retained:,} retained events: {used / 2**20:,.0f} MiB traced "
-        f"(tracemalloc) = {per_event:.1f} bytes per retained event, all per-key overhead included"
-    )
+    for line in event_order_lines:
+        print(line)
+
+    if args.memory_keys:
+        retained, used, per_event = state_bytes_per_event(args.memory_keys, args.memory_events_per_key)
+        print()
+        print(
+            f"memory: {args.memory_keys:,} keys, {retained:,} retained events: {used / 2**20:,.0f} MiB traced "
+            f"(tracemalloc) = {per_event:.1f} bytes per retained event, all per-key overhead included"
+        )
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"memory: peak RSS of this process {peak_mib:,.0f} MiB (includes the generated events)")
 
     at = {r[0]: r for r in rows}
     n_keys = 100_000 if 100_000 in at else key_counts[-1]
-    _, ours, _, _, built, _ = at[n_keys]
-    print(f"windows: keys={n_keys} ours={ours:.0f} builtin={built:.0f} ratio={ours / built:.1f}")
+    _, (n, wall_o, _), (_, wall_b, _), _ = at[n_keys]
+    print(
+        f"windows: keys={n_keys} ours={n / wall_o:.0f} builtin={n / wall_b:.0f} ratio={wall_b / wall_o:.1f}"
+    )
 
 
 if __name__ == "__main__":

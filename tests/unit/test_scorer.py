@@ -135,11 +135,19 @@ def test_bench_scoring_runs_and_says_when_the_gpu_is_skipped():
     out = subprocess.run(
         [sys.executable, str(bench), *args], capture_output=True, text=True, timeout=120, check=True
     ).stdout
-    assert re.search(r"^cpu +per event +20 +[\d,]+ +1\.0x$", out, re.M), out
-    assert re.search(r"^cpu +batch 1,024 +\d+ +[\d,]+ +[\d.]+x$", out, re.M), out
-    assert re.search(r"^scoring: cpu per_event=[\d,]+ batch_1k=[\d,]+ ratio=[\d.]+x$", out, re.M), out
+    # Each CPU table states its threads; per-event calls and batches share them.
+    for table in (
+        r"cpu, 1 thread",
+        r"cpu, all cores \(\d+ threads\)",
+        r"cpu, Scorer\.score \(1 thread <= 64 rows\)",
+    ):
+        assert re.search(rf"^{table} +per event +\d+ +[\d,]+ +1\.0x$", out, re.M), out
+        assert re.search(rf"^{table} +batch 1,024 +\d+ +[\d,]+ +[\d.]+x$", out, re.M), out
+        assert re.search(rf"^scoring: {table}: per_event=[\d,]+ batch_1k=[\d,]+ ratio=[\d.]+x$", out, re.M), (
+            out
+        )
     if cuda_available():
-        assert re.search(r"^scoring: gpu per_event=", out, re.M), out
+        assert re.search(r"^scoring: gpu \(host in/out\): per_event=", out, re.M), out
     else:
         assert "scoring: gpu skipped: no CUDA device" in out
 
