@@ -89,7 +89,7 @@ def _latency(v: View, budget_s: float) -> Panel:
             bar = Text("█" * filled + "░" * (10 - filled) + f" {share:4.0%}", style=style)
         table.add_row(s.stage, _ms(s.p50), _ms(s.p99), bar)
     rows = f"batch rows p50 {_num(v.batch_rows_p50, digits=0)}, p99 {_num(v.batch_rows_p99, digits=0)}"
-    title = f"latency, last {v.window_s:.0f} s, budget {budget_s * 1000:.0f} ms"
+    title = f"latency, {v.scope}, budget {budget_s * 1000:.0f} ms"
     return Panel(Group(table, Text(rows)), title=title, box=box.ROUNDED)
 
 
@@ -109,7 +109,7 @@ def _decisions(v: View) -> Panel:
     degraded = sum(v.degraded.values())
     reasons = ", ".join(f"{r} {n:,.0f}" for r, n in sorted(v.degraded.items())) or "none"
     grid.add_row("degraded", f"{_num(degraded / total * 100, '%', 2)} ({reasons})")
-    return Panel(grid, title="decisions", box=box.ROUNDED)
+    return Panel(grid, title=f"decisions, {v.scope}", box=box.ROUNDED)
 
 
 def _health(v: View) -> Panel:

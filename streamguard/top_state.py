@@ -1,8 +1,9 @@
 """Keep what `streamguard top` shows: recent scrapes of each flow's /metrics and the numbers drawn from them.
 
 Rates and latency quantiles are over the last `window_s` seconds (the newest scrape against the oldest
-one at least that old), as a dashboard's `rate(...[30s])` would be; before two scrapes exist, counts are
-since the flows started. Sparklines keep one point per poll.
+one at least that old), as a dashboard's `rate(...[30s])` would be. When nothing was decided in the window
+(one scrape so far, or no traffic), the decision mix and the latencies are those since the flows started,
+and the view says so. Sparklines keep one point per poll.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class View:
     targets: dict[str, str | None]
     """flow name -> None when its endpoint answered, else why not."""
     window_s: float
+    scope: str = "no data"
+    """What the mix and the latencies cover: the last `window_s`, or everything since the flows started
+    when nothing was decided in the window (e.g. after a replay finished)."""
     input_rate: float = math.nan
     decision_rate: float = math.nan
     mirror_rate: float = math.nan
@@ -131,22 +135,30 @@ class TopState:
         v.input_rate = rate(fraud, fraud_old, "streamguard_input_messages_total")
         v.decision_rate = rate(fraud, fraud_old, "streamguard_decisions_total")
         v.lag = fraud.by("streamguard_consumer_lag_messages", "topic")
+        decisions = _grown(fraud, fraud_old, "streamguard_decisions_total")
+        since = fraud_old
+        v.scope = f"last {self.window_s:.0f} s"
+        if not sum(decisions.values()):
+            decisions, since, v.scope = (
+                _grown(fraud, None, "streamguard_decisions_total"),
+                None,
+                "since start",
+            )
         for stage in STAGES:
-            got = buckets(fraud, fraud_old, "streamguard_stage_seconds", stage=stage)
+            got = buckets(fraud, since, "streamguard_stage_seconds", stage=stage)
             count = got[-1][1] if got else 0.0
             v.stages.append(
                 StageLatency(stage, histogram_quantile(0.5, got), histogram_quantile(0.99, got), count)
             )
-        rows = buckets(fraud, fraud_old, "streamguard_score_batch_rows")
+        rows = buckets(fraud, since, "streamguard_score_batch_rows")
         v.batch_rows_p50, v.batch_rows_p99 = histogram_quantile(0.5, rows), histogram_quantile(0.99, rows)
-        decisions = _grown(fraud, fraud_old, "streamguard_decisions_total")
         v.decided = sum(decisions.values())
         for labels, n in decisions.items():
             d = dict(labels)
             v.mix[d.get("decision", "")] = v.mix.get(d.get("decision", ""), 0.0) + n
             key = (d.get("model_version", "none"), d.get("variant", "champion"))
             v.models[key] = v.models.get(key, 0.0) + n
-        for labels, n in _grown(fraud, fraud_old, "streamguard_degraded_decisions_total").items():
+        for labels, n in _grown(fraud, since, "streamguard_degraded_decisions_total").items():
             reason = dict(labels).get("reason", "")
             v.degraded[reason] = v.degraded.get(reason, 0.0) + n
         for labels, n in fraud.series("streamguard_dead_letters_total").items():
