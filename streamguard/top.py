@@ -53,13 +53,21 @@ def _num(value: float, unit: str = "", digits: int = 1) -> str:
 
 
 def _ms(seconds: float) -> str:
-    return (
-        "-"
-        if math.isnan(seconds)
-        else f"{seconds * 1000:,.0f} ms"
-        if seconds >= 0.01
-        else f"{seconds * 1000:.1f} ms"
-    )
+    if math.isnan(seconds):
+        return "-"
+    if seconds >= 10:
+        return f"{seconds:,.1f} s"
+    return f"{seconds * 1000:,.0f} ms" if seconds >= 0.01 else f"{seconds * 1000:.1f} ms"
+
+
+def _duration(seconds: float) -> str:
+    """Say how long, in the unit a person reads fastest."""
+    if math.isnan(seconds):
+        return "-"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:,.0f} s"
 
 
 def _throughput(v: View) -> Panel:
@@ -86,7 +94,8 @@ def _latency(v: View, budget_s: float) -> Panel:
         else:
             filled = min(int(round(share * 10)), 10)
             style = "red" if share > 1 else "yellow" if share > 0.8 else "green"
-            bar = Text("█" * filled + "░" * (10 - filled) + f" {share:4.0%}", style=style)
+            shown = f"{share:4.0%}" if share < 10 else ">999%"
+            bar = Text("█" * filled + "░" * (10 - filled) + f" {shown}", style=style)
         table.add_row(s.stage, _ms(s.p50), _ms(s.p99), bar)
     rows = f"batch rows p50 {_num(v.batch_rows_p50, digits=0)}, p99 {_num(v.batch_rows_p99, digits=0)}"
     title = f"latency, {v.scope}, budget {budget_s * 1000:.0f} ms"
@@ -116,7 +125,7 @@ def _health(v: View) -> Panel:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("store behind", _num(v.store_lag_s, " s", 0))
+    grid.add_row("store behind", _duration(v.store_lag_s))
     grid.add_row("order held", _num(v.order_held, " txns", 0))
     grid.add_row("late", f"{v.late:,.0f}")
     letters = ", ".join(f"{k} {n:,.0f}" for k, n in sorted(v.dead_letters.items())) or "none"

@@ -137,7 +137,7 @@ class TopState:
         v.lag = fraud.by("streamguard_consumer_lag_messages", "topic")
         decisions = _grown(fraud, fraud_old, "streamguard_decisions_total")
         since = fraud_old
-        v.scope = f"last {self.window_s:.0f} s"
+        v.scope = f"last {fraud.at - fraud_old.at:.0f} s" if fraud_old is not None else "since start"
         if not sum(decisions.values()):
             decisions, since, v.scope = (
                 _grown(fraud, None, "streamguard_decisions_total"),
