@@ -75,7 +75,7 @@ def contribution_lines(decision: Decision, top: int = 5) -> list[str]:
         verb = "raises" if contribution > 0 else "lowers"
         value = _value(name, decision.features.get(name))
         lines.append(
-            f"    {verb} {contribution:+6.2f}  {name} = {value}  ({FEATURE_WORDS.get(name, 'no description')})"
+            f"    {verb} {contribution:+6.2f}  {name} = {value}  -- {FEATURE_WORDS.get(name, 'no description')}"
         )
     return lines
 
