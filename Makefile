@@ -11,7 +11,8 @@ SG := $(VENV)/bin/streamguard
 PYTEST_ARGS ?=
 
 .PHONY: help venv run up down status sql-apply test test-unit test-integration lint format \
-        bench-decode bench-windows bench-scoring bench-flow bench-peer sql-check mz-smoke deploy deploy-dry-run k8s-render k8s-check clean
+        bench-decode bench-windows bench-scoring bench-flow bench-peer sql-check mz-smoke deploy deploy-dry-run k8s-render k8s-check \
+        top dashboard test-alerts clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -99,6 +100,15 @@ k8s-render: venv ## Print the manifests of k8s/overlays/$(OVERLAY)
 
 k8s-check: venv ## Validate every overlay: Kubernetes schemas (strict), custom resources, settings coverage
 	$(PY) -m streamguard.deploy.checks
+
+top: venv ## Watch the running flows live: throughput, lag, latency vs budget, decisions, drift, alerts
+	$(SG) top
+
+dashboard: venv ## Rebuild the Grafana dashboard JSON and its ConfigMap under k8s/monitoring from streamguard/dashboard.py
+	$(PY) -m streamguard.dashboard
+
+test-alerts: venv ## Check the alert rules and run their promtool cases (needs promtool: apt-get install prometheus)
+	$(PY) -m pytest tests/unit/test_alert_rules.py tests/unit/test_dashboard.py $(PYTEST_ARGS)
 
 clean: ## Remove the virtualenv and local state
 	rm -rf $(VENV) $(PEER_VENV) .streamguard

@@ -10,12 +10,13 @@ import os
 import socket
 import sys
 import threading
+import weakref
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from prometheus_client import REGISTRY, Counter, Gauge
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from streamguard.events import DeadLetter
 
@@ -223,3 +224,51 @@ def _cluster(argv: list[str]) -> tuple[int, list[str]]:
         return int(process), hosts
     except ValueError:
         return 0, hosts
+
+
+class ScrapeGauges:
+    """Gauges computed when Prometheus scrapes, from the sources registered with `add_source`.
+
+    For values that cost more to keep current on every batch than to compute every 15 s (the drift
+    indexes). Sources are held weakly: an object that registers its bound method and goes away drops out.
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]):
+        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        self._sources: list[weakref.WeakMethod] = []
+        self._lock = threading.Lock()
+        REGISTRY.register(self)
+
+    def add_source(self, source: Callable[[], Iterable[tuple[tuple[str, ...], float]]]) -> None:
+        """Register a bound method returning (label values, value) pairs when called."""
+        with self._lock:
+            self._sources.append(weakref.WeakMethod(source))
+
+    def collect(self):
+        family = GaugeMetricFamily(self.name, self.documentation, labels=list(self.labelnames))
+        with self._lock:
+            self._sources = [ref for ref in self._sources if ref() is not None]
+            sources = [ref() for ref in self._sources]
+        for source in sources:
+            if source is not None:
+                for labels, value in source():
+                    family.add_metric(list(labels), value)
+        yield family
+
+
+FEATURE_PSI = ScrapeGauges(
+    "streamguard_feature_psi",
+    "Population stability index of each served feature over the recent window (flows.drift) against the "
+    "model's training-time distribution: < 0.1 stable, 0.1-0.25 moving, > 0.25 shifted",
+    ("feature", "model_version"),
+)
+SCORE_PSI = ScrapeGauges(
+    "streamguard_score_psi",
+    "Population stability index of the model's score over the recent window against its held-out scores",
+    ("model_version",),
+)
+DRIFT_ROWS = ScrapeGauges(
+    "streamguard_drift_window_rows",
+    "Transactions the drift indexes are computed over (a count decaying with each new transaction)",
+    ("model_version",),
+)

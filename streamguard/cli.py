@@ -166,6 +166,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser (every verb has --help)."""
     from models.cli import add_models_commands, add_training_arguments  # cheap: no xgboost import
+    from streamguard.operate_cli import add_operate_commands  # top, alerts, drift
 
     parser = argparse.ArgumentParser(prog="streamguard", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -267,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     add_models_commands(verbs)
+    add_operate_commands(verbs)
 
     p = verb(
         "demo", cmd_demo, "the main job on the local stack: bootstrap a model if needed, then live decisions"

@@ -216,11 +216,16 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             daemon=True,
         )
         feeder.start()
+        _say("watch it live from another terminal: `streamguard top`; alerts: `streamguard alerts --follow`")
         _watch_decisions(settings, args.live_minutes * 60)
         _say("done. Query the features and decisions with psql:")
         print(
             f"  psql '{_psql_hint(settings)}' -c \"SET search_path TO {settings.sql_schema}; "
             'SELECT * FROM terminal_risk_current LIMIT 5;"'
+        )
+        print(
+            "  Operate it: run the flows (`streamguard flow run mirror`, `streamguard flow run fraud`), then "
+            "`streamguard top` for the live view and `streamguard alerts --follow` for the alerts."
         )
         return 0
     finally:

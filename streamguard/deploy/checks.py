@@ -33,6 +33,7 @@ CR_SCHEMAS = {
     ("kafka.strimzi.io/v1", "KafkaTopic"): "kafkatopic.yaml",
     ("materialize.cloud/v1alpha1", "Materialize"): "materialize.yaml",
     ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor.yaml",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.yaml",
 }
 SCHEMA_DIR = K8S_DIR / "schemas"
 

@@ -119,6 +119,8 @@ def test_materialize_gets_create_view_if_not_exists():
     views = [f for f in sql_files("materialize") if f.target is None and f.layer != "40_serving"]
     for f in views:
         text = statement(f, s, "materialize")
+        if text.startswith("CREATE TABLE IF NOT EXISTS"):  # a portable table: Materialize keeps tables too
+            continue
         assert "OR REPLACE" not in text.upper()
         assert text.startswith("CREATE VIEW IF NOT EXISTS"), f.relpath
         assert statement(f, s, "postgres").startswith("CREATE OR REPLACE VIEW"), f.relpath
