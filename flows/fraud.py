@@ -76,6 +76,7 @@ def _score_safely(scorer: BatchScorer):
                 got = scorer(StageOut(one, [], stage.ready_us))
                 out += [got] if got is not None else []
             except Exception as exc:  # noqa: BLE001
+                metrics.DEAD_LETTERS.labels("score", "scoring_failed").inc()
                 out.append(
                     dead_letter(
                         f"scoring failed: {exc!r}\n{traceback.format_exc(limit=3)}",
@@ -144,4 +145,5 @@ def get_flow(settings: Settings) -> Dataflow:
 
 _settings = Settings()
 metrics.serve_metrics(_settings.fraud_metrics_port, str(_settings.state_dir))
+metrics.DECISION_BUDGET.set(_settings.decision_budget_ms / 1000)
 flow = get_flow(_settings)

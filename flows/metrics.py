@@ -47,6 +47,10 @@ ORDER_HELD = Gauge(
     "Transactions a worker holds in the cross-partition event-time order (exact mode)",
     ["worker"],
 )
+DECISION_BUDGET = Gauge(
+    "streamguard_decision_budget_seconds",
+    "The decision budget (STREAMGUARD_DECISION_BUDGET_MS), for dashboards and alerts to compare latency with",
+)
 TERMINAL_ROWS = Counter(
     "streamguard_terminal_rows",
     "Transactions each worker's terminal stage folded (their spread over workers is the stage's balance)",

@@ -125,6 +125,7 @@ class _Reader(StatefulSourcePartition[StoreBatch, int]):
         )
         self._consumer.assign([TopicPartition(self._topic, partition, start if start > 0 else -2)])
         self._labels = {"topic": self._topic, "partition": str(partition)}
+        self._lag = metrics.CONSUMER_LAG.labels(**self._labels)
 
     def next_batch(self) -> list[StoreBatch]:
         msgs = self._consumer.consume(self._settings.kafka_batch_size, 0)
@@ -165,6 +166,9 @@ class _Reader(StatefulSourcePartition[StoreBatch, int]):
         batch.next_offset = self._next
         metrics.READ.labels(**self._labels).inc(len(msgs))
         metrics.count_refused(batch.dead, [], 0)
+        got = self._consumer.get_watermark_offsets(TopicPartition(self._topic, self._partition), cached=True)
+        if got is not None and got[1] >= 0:  # the last fetch's end offset: no request to the broker
+            self._lag.set(max(got[1] - self._next, 0))
         return [batch]
 
     def snapshot(self) -> int:
@@ -238,6 +242,8 @@ class _StorePartition(StatelessSinkPartition[StoreBatch]):
         while True:
             try:
                 self._write(self._connection(), items)
+                for batch in items:  # counted once committed
+                    metrics.MIRROR_ROWS.labels(batch.source).inc(len(batch.data))
                 if down_since is not None:
                     log.warning(
                         "SQL store is back after %.0f s; the mirror goes on", time.monotonic() - down_since
@@ -299,6 +305,7 @@ class _StorePartition(StatelessSinkPartition[StoreBatch]):
                         offset=offset,
                     )
                     self._dead.produce(self._settings.topic("dead_letters"), value=encode(letter))
+                    metrics.DEAD_LETTERS.labels("mirror", "store_refused").inc()
             self._dead.flush(10)
             kept.append(one)  # progress only: the rows that could be written are written
         return kept

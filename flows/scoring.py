@@ -18,6 +18,7 @@ import msgspec
 import numpy as np
 
 from flows import metrics
+from flows.drift import DriftWatch
 from flows.kafka_io import Message, partition_name
 from flows.model_roles import ModelRoles, ScoredBatch
 from flows.terminal_stage import StageOut
@@ -55,6 +56,7 @@ class BatchScorer:
         self._settings = settings
         self._lock = threading.Lock()
         self._models: ModelRoles | None = None
+        self._drift: DriftWatch | None = None
 
     def __call__(self, stage: StageOut) -> ScoredRows | None:
         """Score one batch; every row gets exactly one result."""
@@ -64,6 +66,7 @@ class BatchScorer:
         with self._lock:
             if self._models is None:
                 self._models = ModelRoles(self._settings)
+                self._drift = DriftWatch.from_registry(self._settings.registry_dir)
             self._models.refresh()  # between batches: a batch is scored by one set of models
             x = rows.x.astype(np.float32)
             fast = rows.degraded == DEADLINE
@@ -76,7 +79,10 @@ class BatchScorer:
                     self._models.score(x[lo : lo + step], rows.ids[lo : lo + step], fast[lo : lo + step])
                 )
                 scored_us[lo : lo + step] = int(datetime.now(UTC).timestamp() * 1e6)
-        return ScoredRows(rows, _joined(parts), stage.ready_us, scored_us)
+            result = _joined(parts)
+            # The live distribution of what was served and scored, for the drift indexes (flows.drift).
+            self._drift.observe(rows.x, result.scores, result.versions)
+        return ScoredRows(rows, result, stage.ready_us, scored_us)
 
 
 def _joined(parts: list[ScoredBatch]) -> ScoredBatch:

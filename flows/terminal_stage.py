@@ -131,8 +131,8 @@ class TerminalStage(StatefulBatchLogic):
         """What the last label attempt saw (ready day, lagging); nothing new to do while it is unchanged."""
         self._due = float("inf")
         """When waiting rows must be looked at again anyway (a deadline, or the store wait running out)."""
-        self._gauge = metrics.ORDER_HELD.labels(str(worker))
-        self._store_lag = metrics.STORE_LAG.labels(str(worker))
+        # Per-worker series are made once the worker is known (from the first piece; Bytewax does not say).
+        self._gauge = self._store_lag = None
         if resume is not None:
             if resume.get("version") != SNAPSHOT_VERSION:
                 raise ValueError(f"unknown terminal-stage snapshot version {resume.get('version')!r}")
@@ -152,8 +152,6 @@ class TerminalStage(StatefulBatchLogic):
         now = self.now()
         if self.worker < 0 and pieces:
             self.worker = pieces[0].worker
-            self._gauge = metrics.ORDER_HELD.labels(str(self.worker))
-            self._store_lag = metrics.STORE_LAG.labels(str(self.worker))
         if self.exact:
             for piece in pieces:
                 self.merge.admit(piece.progress, piece.rows)
@@ -204,8 +202,17 @@ class TerminalStage(StatefulBatchLogic):
         if waiting and waiting + self.merge.held > self.max_rows:
             forced = self._attach_stale(waiting + self.merge.held - self.max_rows)
             ready = forced if ready is None else TxnRows.concat([ready, forced])
-        self._gauge.set(self.merge.held + sum(len(w) for w in self.waiting))
-        if released is not None and len(released) and self.labels.ready_day is not None:
+        if self._gauge is None and self.worker >= 0:
+            self._gauge = metrics.ORDER_HELD.labels(str(self.worker))
+            self._store_lag = metrics.STORE_LAG.labels(str(self.worker))
+        if self._gauge is not None:
+            self._gauge.set(self.merge.held + sum(len(w) for w in self.waiting))
+        if (
+            self._store_lag is not None
+            and released is not None
+            and len(released)
+            and self.labels.ready_day is not None
+        ):
             ahead_us = int(released.ts_us.max()) - (self.labels.ready_day + 1) * 86_400_000_000
             self._store_lag.set(max(ahead_us, 0) / 1e6)
         if ready is None and not late:

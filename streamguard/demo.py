@@ -66,13 +66,17 @@ def _dataset(settings: Settings):
     """Return the demo's simulated transactions and labels (made once, kept under the state folder)."""
     folder = settings.state_dir / "data"
     if not (folder / "transactions.parquet").exists():
-        first = datetime.now(UTC).date() - timedelta(days=HISTORY_DAYS)
+        # The data ends yesterday: the flows refuse events stamped after they were sent (max-future rule).
+        first = datetime.now(UTC).date() - timedelta(days=HISTORY_DAYS + LIVE_DAYS)
         _say(f"simulating {HISTORY_DAYS + LIVE_DAYS} days from {first} ({POPULATION})")
         txns, labels = simulate(
             SimulationConfig(days=HISTORY_DAYS + LIVE_DAYS, start=first, seed=7, **POPULATION)
         )
         write_dataset(txns, labels, folder)
-    return load_transactions(folder / "transactions.parquet"), load_labels(folder / "labels.parquet")
+    labels = load_labels(folder / "labels.parquet")
+    # Labels the simulation dates after today are not known yet: sending them would only fill the dead
+    # letters (the flows refuse events stamped after they were sent).
+    return load_transactions(folder / "transactions.parquet"), labels[labels["ts"] <= datetime.now(UTC)]
 
 
 def _bootstrap(settings: Settings, txns, labels, split: datetime, flows: list[subprocess.Popen]) -> None:
@@ -102,15 +106,19 @@ def _bootstrap(settings: Settings, txns, labels, split: datetime, flows: list[su
 
 
 def _live_data(settings: Settings, txns, labels, split: datetime):
-    """Return the days after the history; once replayed, a new week continuing the timeline."""
+    """Return the days after the history; once replayed, the days simulated since, up to yesterday."""
     position = timeline_position(settings, settings.topic("transactions"))
     if position is None or position < txns["ts"].max():
         return txns[txns["ts"] >= split], labels[labels["ts"] >= split]
     first = position.date() + timedelta(days=1)
+    days = (datetime.now(UTC).date() - first).days
+    if days < 1:
+        _say(f"the timeline is up to date ({position:%Y-%m-%d %H:%M}); `make clean` starts over with new data")
+        return txns.iloc[:0], labels.iloc[:0]
     # Same seed: same customers and terminals, so live traffic continues their history (their pending
-    # labels from earlier weeks are not part of the new week).
+    # labels from earlier weeks are not part of the new days).
     more_txns, more_labels = simulate(
-        SimulationConfig(days=LIVE_DAYS, start=first, seed=7 + first.toordinal(), **POPULATION)
+        SimulationConfig(days=min(days, LIVE_DAYS), start=first, seed=7 + first.toordinal(), **POPULATION)
     )
     # Each simulation numbers transactions from 0: continue after the ids already used.
     offset = int(txns["transaction_id"].max()) + 1 + first.toordinal() * 10**6
