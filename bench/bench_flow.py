@@ -5,7 +5,8 @@ stopped at the end however the run ends. The flows are the real ones, as users r
 flow run`: recovery on, snapshots every 5 s), scoring with a real XGBoost model that `streamguard train`
 fits on the features the flow served for the backlog (as `make run` bootstraps one). In one run:
 
-1. broker floor: produce -> consume through the same broker with the flows' client settings, no flow;
+1. broker floor: produce -> consume through the same broker, no flow, for several consumer fetch waits
+   (how the flows' setting was chosen) and with the flows' client settings;
 2. live sweep (exact mode, then live mode at 1k and 2k): transactions stamped with the current time at
    250 .. 10,000 tx/s; event -> decision latency as a consumer of `decisions` sees it, the flow's own part
    (read -> emitted) and per stage; the highest rate the flow keeps up with is the saturation point;

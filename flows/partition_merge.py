@@ -113,15 +113,19 @@ class PartitionMerge:
                         out.append(run.pop(0))
                         continue
                     if n:
-                        out.append(chunk.take(np.arange(n)))
-                        run[0] = chunk.take(np.arange(n, len(chunk)))
+                        out.append(chunk.slice(0, n))
+                        run[0] = chunk.slice(n, len(chunk))
                     break
         released = sum(len(r) for r in out)
         self.held -= released
         if self.held > self.max_rows:
             out.append(self._force(self.held - self.max_rows))
         self.runs = {p: run for p, run in self.runs.items() if run}
-        return _in_order(TxnRows.concat(out)) if out else None
+        if not out:
+            return None
+        if len({int(chunk.partitions[0]) for chunk in out}) == 1:
+            return TxnRows.concat(out)  # one partition's rows: already in order
+        return _in_order(TxnRows.concat(out))
 
     def _force(self, n: int) -> TxnRows:
         """Release the `n` lowest-keyed held rows although later ones may still sort before them (flagged)."""
