@@ -10,7 +10,7 @@ SG := $(VENV)/bin/streamguard
 PYTEST_ARGS ?=
 
 .PHONY: help venv run up down status sql-apply test test-unit test-integration lint format \
-        bench-decode bench-windows bench-scoring bench-flow sql-check mz-smoke deploy deploy-dry-run k8s-render k8s-check clean
+        bench-decode bench-windows bench-scoring bench-flow bench-quality sql-check mz-smoke deploy deploy-dry-run k8s-render k8s-check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,6 +74,10 @@ bench-scoring: venv ## Benchmark XGBoost scoring: per event vs micro-batches of 
 
 bench-flow: venv ## Benchmark the scoring flow end to end on the local stack (throughput, latency)
 	$(PY) bench/bench_flow.py
+
+QUALITY_ARGS ?=
+bench-quality: venv ## Benchmark model quality: 3 unseen simulator seeds through the pipeline vs the handbook baseline (QUALITY_ARGS=...)
+	$(PY) bench/bench_quality.py $(QUALITY_ARGS)
 
 OVERLAY ?= prod
 deploy-dry-run: venv ## Print the chart values and the exact `waxctl dataflow deploy` command for OVERLAY (local|prod|gpu)
