@@ -21,14 +21,19 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+# Before any OpenMP runtime loads: on a shared machine, spinning OpenMP threads slow XGBoost many times over
+# (quality_pipeline.py sets the same for `streamguard train`).
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -166,14 +166,62 @@ def candidate_features(tx: pd.DataFrame, served: pd.DataFrame, frauds_known_day:
     )
     # Label-based terminal risk without the fixed delay shift: frauds at the terminal on days [D-N, D)
     # whose label was known before day D (count, and rate over all that window's transactions).
-    for n_days, (count, known) in terminal_day_windows(tx, frauds_known_day, 0, (7, 14, 28)).items():
+    for n_days, (count, known) in terminal_day_windows(tx, frauds_known_day, 0, (1, 7, 14, 28)).items():
         out[f"term_known_frauds_{n_days}d"] = known
         out[f"term_known_fraud_rate_{n_days}d"] = np.where(count > 0, known / np.maximum(count, 1), 0.0)
+    out["term_days_since_known_fraud"] = days_since_known_fraud(tx, frauds_known_day)
+    exact = known_frauds_exact(tx, 7 * US_DAY)
+    out["term_known_frauds_7d_exact"] = exact
     return out
 
 
-def dataset(seed: int, customers: int, terminals: int, days: int):
-    txns, labels = simulate(SimulationConfig(days=days, customers=customers, terminals=terminals, seed=seed))
+def days_since_known_fraud(tx: pd.DataFrame, frauds_known_day: pd.Series, horizon: int = 30) -> np.ndarray:
+    """Days from the terminal's latest fraud (by transaction day) known before day D to D; NaN past `horizon`."""
+    term = pd.factorize(tx["terminal_id"])[0]
+    day = tx["day"].to_numpy()
+    fraud = frauds_known_day.notna().to_numpy()
+    n_days = int(day.max()) + 2
+    latest = np.full((term.max() + 1, n_days + 1), -1_000_000)
+    # A fraud on day a known on day b is visible from day max(a, b) + 1 on.
+    a, b = day[fraud], frauds_known_day[fraud].to_numpy().astype(int)
+    visible = np.clip(np.maximum(a, b) + 1, 0, n_days)
+    np.maximum.at(latest, (term[fraud], visible), a)
+    latest = np.maximum.accumulate(latest, axis=1)
+    gap = (day - latest[term, day]).astype(float)
+    return np.where(gap <= horizon, gap, np.nan)
+
+
+def known_frauds_exact(tx: pd.DataFrame, window_us: int) -> np.ndarray:
+    """Frauds at the terminal in (t - window, t] whose first fraud label arrived before t (exact times)."""
+    fraud = tx["is_fraud"].to_numpy()
+    f = pd.DataFrame(
+        {
+            "terminal_id": tx.loc[fraud, "terminal_id"].to_numpy(),
+            "ts_us": tx.loc[fraud, "ts_us"].to_numpy(),
+            "known_us": (
+                (tx.loc[fraud, "fraud_known_ts"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)
+            ).to_numpy(),
+        }
+    )
+    by_term = {t: g for t, g in f.groupby("terminal_id")}
+    out = np.zeros(len(tx))
+    terms, ts = tx["terminal_id"].to_numpy(), tx["ts_us"].to_numpy()
+    for i in np.flatnonzero(tx["terminal_id"].isin(by_term.keys()).to_numpy()):
+        g = by_term[terms[i]]
+        t = ts[i]
+        out[i] = int(((g["ts_us"].to_numpy() > t - window_us) & (g["known_us"].to_numpy() < t)).sum())
+    return out
+
+
+def dataset(seed: int, customers: int, terminals: int, days: int, label_delay=(1.0, 10.0)):
+    cfg = SimulationConfig(
+        days=days,
+        customers=customers,
+        terminals=terminals,
+        seed=seed,
+        fraud_label_delay_days=tuple(label_delay),
+    )
+    txns, labels = simulate(cfg)
     tx = txns.copy()
     tx["ts_us"] = (tx["ts"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)
     origin = tx["ts"].min().floor("D")
@@ -231,12 +279,36 @@ def feature_sets() -> dict[str, tuple[list[str], dict, int]]:
         ["term_known_frauds_7d", "term_known_fraud_rate_7d"],
         ["term_known_frauds_14d", "term_known_fraud_rate_14d"],
         ["term_known_frauds_28d", "term_known_fraud_rate_28d"],
+        ["term_known_frauds_7d"],
+        ["term_known_fraud_rate_7d"],
+        ["term_known_frauds_1d", "term_known_frauds_7d", "term_known_frauds_28d"],
+        [
+            "term_known_frauds_7d",
+            "term_known_fraud_rate_7d",
+            "term_known_frauds_28d",
+            "term_known_fraud_rate_28d",
+        ],
+        ["term_days_since_known_fraud"],
+        ["term_known_frauds_7d_exact"],
     ):
         sets["served + " + ", ".join(extra)] = (served + extra, PARAMS, 300)
     drop_recent = [n for n in served if not n.startswith("term_recent") and n != "term_secs_since_prev"]
     sets["served - terminal recent activity"] = (drop_recent, PARAMS, 300)
     drop_short = [n for n in served if not n.endswith(("_10m", "_1h")) or n.startswith("term")]
     sets["served - card 10m/1h"] = (drop_short, PARAMS, 300)
+    delayed = [n for n in served if not (n.startswith("term_n_") or n.startswith("term_fraud_rate_"))]
+    known = [
+        "term_known_frauds_7d",
+        "term_known_fraud_rate_7d",
+        "term_known_frauds_28d",
+        "term_known_fraud_rate_28d",
+    ]
+    sets["served - delayed terminal risk + known 7d/28d"] = (delayed + known, PARAMS, 300)
+    sets["served + known 7d + default XGB"] = (
+        served + ["term_known_frauds_7d", "term_known_fraud_rate_7d"],
+        DEFAULT_XGB,
+        100,
+    )
     return sets
 
 
@@ -247,6 +319,14 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=list(STUDY_SEEDS))
     p.add_argument("--train-start-days", type=int, nargs="+", default=[44, 51, 58])
     p.add_argument("--only", nargs="*", help="substrings of the feature sets to run")
+    p.add_argument(
+        "--fraud-label-delay",
+        type=float,
+        nargs=2,
+        default=(1.0, 10.0),
+        metavar=("MIN", "MAX"),
+        help="days until a fraud is reported (the simulator's default 1 10; real chargebacks take longer)",
+    )
     args = p.parse_args()
     days = max(args.train_start_days) + 21 + 1
     results: dict[str, list[tuple[float, float]]] = {}
@@ -255,7 +335,7 @@ def main() -> None:
         sets = {k: v for k, v in sets.items() if k in ("served",) or any(s in k for s in args.only)}
     for seed in args.seeds:
         started = time.monotonic()
-        tx, origin, feats = dataset(seed, args.customers, args.terminals, days)
+        tx, origin, feats = dataset(seed, args.customers, args.terminals, days, args.fraud_label_delay)
         print(
             f"seed {seed}: {len(tx):,} transactions, features in {time.monotonic() - started:.0f}s",
             flush=True,

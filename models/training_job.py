@@ -29,6 +29,7 @@ from models.registry import Registry
 from models.report import Baseline, write_report
 from models.scorer import Scorer
 from models.train import (
+    DEFAULT_PARAMS,
     TrainResult,
     TrainWindows,
     evaluate_window,
@@ -195,7 +196,10 @@ def run_training(settings: Settings, args: argparse.Namespace) -> int:
         f"{settings.label_maturity_days} days); {mature.n_immature} immature rows left out"
     )
     if windows.test_end > cutoff:
-        print(f"warning: the test window ends after the labels are final; {mature.n_immature} rows left out")
+        print(
+            f"warning: the test window ends {windows.test_end:%Y-%m-%d}, after labels stop being final: "
+            "its immature rows are left out"
+        )
     notes = {"label_cutoff": cutoff.isoformat(), "n_immature_left_out": mature.n_immature}
     return train_evaluate_register(settings, opts, mature.examples, notes=notes)
 
@@ -243,8 +247,6 @@ def _choose(opts: TrainingOptions, examples: pd.DataFrame, windows: TrainWindows
     if opts.grid:
         found = grid_search(examples, FEATURE_NAMES, windows, grid=grid, **kwargs)
     else:
-        from models.train import DEFAULT_PARAMS
-
         found = early_stopping_rounds(examples, FEATURE_NAMES, windows, dict(DEFAULT_PARAMS), **kwargs)
     _print_search(found, opts.grid)
     b = found.best
