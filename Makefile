@@ -11,8 +11,8 @@ SG := $(VENV)/bin/streamguard
 PYTEST_ARGS ?=
 
 .PHONY: help venv run up down status sql-apply test test-unit test-integration lint format \
-        bench-decode bench-windows bench-scoring bench-flow bench-peer sql-check mz-smoke deploy deploy-dry-run k8s-render k8s-check \
-        top dashboard test-alerts clean
+        bench-decode bench-windows bench-scoring bench-flow bench-peer bench-quality sql-check mz-smoke deploy \
+        deploy-dry-run k8s-render k8s-check top dashboard test-alerts clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -87,6 +87,10 @@ $(PEER_VENV)/.installed: bench/peer/requirements.txt $(VENV)/.installed
 
 bench-peer: venv $(PEER_VENV)/.installed ## Benchmark the fraud flow vs the same job in Quix Streams, same broker and input
 	$(PY) -m bench.bench_peer
+
+QUALITY_ARGS ?=
+bench-quality: venv ## Benchmark model quality: 3 unseen simulator seeds through the pipeline vs the handbook baseline (QUALITY_ARGS=...)
+	$(PY) bench/bench_quality.py $(QUALITY_ARGS)
 
 OVERLAY ?= prod
 deploy-dry-run: venv ## Print the chart values and the exact `waxctl dataflow deploy` command for OVERLAY (local|prod|gpu)

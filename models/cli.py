@@ -70,7 +70,7 @@ def _roles(registry) -> dict[str, str]:
 
 @_reporting_errors
 def cmd_list(settings, args: argparse.Namespace) -> int:
-    """List model versions, oldest first; * marks the current one."""
+    """List model versions, oldest first, with their protocol test metrics; * marks the current one."""
     registry = _registry(settings)
     versions = registry.list()
     if not versions:
@@ -132,13 +132,19 @@ def cmd_show(settings, args: argparse.Namespace) -> int:
     if "data_fingerprint" in md:
         lines.append(f"data         {md.get('n_train')} train rows, fingerprint {md['data_fingerprint']}")
     for key, value in (md.get("metrics") or {}).items():
-        lines.append(f"metric       {key} = {value}")
+        lines.append(f"protocol     {key} = {value}")
+    for key, value in (md.get("metrics_all_transactions") or {}).items():
+        lines.append(f"all txns     {key} = {value}")
     if md.get("tuning"):
         best = md["tuning"]["best"]
         lines.append(
-            f"tuning       grid of {len(md['tuning']['trials'])}: max_depth={best['max_depth']} "
-            f"trees={best['num_boost_round']} eta={best['eta']} (validation AP {best['average_precision']})"
+            f"tuning       {len(md['tuning']['trials'])} candidate(s) on {len(md['tuning'].get('folds', []))} "
+            f"folds: max_depth={best['max_depth']} eta={best['eta']} "
+            f"min_child_weight={best.get('min_child_weight')} imbalance={best.get('imbalance')} "
+            f"trees={best['num_boost_round']} (validation AP {best['average_precision']})"
         )
+    if md.get("promotion"):
+        lines.append(f"promotion    {md['promotion']}")
     if md.get("report_dir"):
         report = Path(md["report_dir"])
         lines.append(f"report       {report if report.is_absolute() else v.path / report}")
@@ -251,21 +257,32 @@ def _positive_int(text: str) -> int:
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the model-lifecycle flags of `streamguard train` (grid, validation, report, device)."""
+    """Add the model-choice and lifecycle flags of `streamguard train` (folds, grid, report, device)."""
     parser.add_argument(
         "--grid",
         action="store_true",
-        help="choose max_depth {4,6,8} x trees {100,300} x eta {0.05,0.1} by average precision on the "
-        "validation window, then refit the best on the whole train window",
+        help="choose max_depth {4,6,8} x eta {0.05,0.1} x min_child_weight {1,5}, then the class-imbalance "
+        "handling (none, sqrt, balanced fraud weights), by protocol average precision on the validation "
+        "folds (early stopping on each), then refit the best on the train window",
     )
     parser.add_argument(
-        "--trees", type=_positive_int, default=300, help="boosting rounds without --grid (default 300)"
+        "--trees",
+        type=_positive_int,
+        default=None,
+        help="fixed boosting rounds, no validation folds (default: early stopping on the folds picks them)",
+    )
+    parser.add_argument(
+        "--folds",
+        type=_positive_int,
+        default=2,
+        help="prequential validation folds before the test window, each fit window + delay gap + "
+        "validation window (default 2; needs that much history before the train window)",
     )
     parser.add_argument(
         "--validation-days",
         type=_positive_int,
-        default=3,
-        help="with --grid: the last N days of the train window are the validation window (default 3)",
+        default=None,
+        help="length of each fold's validation window (default: --test-days)",
     )
     parser.add_argument(
         "--report-dir",

@@ -49,15 +49,19 @@ def average_precision(y_true, scores) -> float:
     return float(average_precision_score(y, s))
 
 
-def card_precision_top_k(frame: pd.DataFrame, k: int = 100) -> float:
-    """Return the mean over days of the share of fraudulent cards among the day's k most suspicious cards.
+def card_precision_top_k_per_day(
+    frame: pd.DataFrame, k: int = 100, *, remove_detected: bool = False, days=None
+) -> pd.Series:
+    """Return, per day (sorted), the share of fraudulent cards among the day's k most suspicious cards.
 
     Per day, a card's score is its highest transaction score that day, and the card counts as fraudulent
     if any of its transactions that day is fraud. The k cards with the highest scores are taken (equal
     scores are ordered by `customer_id`, so the result is deterministic); the day's precision is the number
     of fraudulent cards among them divided by k, even on a day with fewer than k cards, as in the Fraud
     Detection Handbook (Le Borgne et al.): analysts who can check k cards a day gain nothing from a quiet
-    day. Unlike the handbook, cards already found on earlier days are not removed. NaN for an empty frame.
+    day. With `remove_detected`, a fraudulent card among a day's top k was found by the analysts and is
+    blocked: it leaves the rankings of the following days (the handbook's protocol). `days` lists days to
+    report even if `frame` has no row on them (precision 0 there).
 
     `frame` columns: customer_id, day (a date), is_fraud (bool), score.
     """
@@ -66,17 +70,33 @@ def card_precision_top_k(frame: pd.DataFrame, k: int = 100) -> float:
     missing = [c for c in CARD_FRAME_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"card_precision_top_k: frame lacks columns {missing}")
-    if frame.empty:
-        return math.nan
     cards = (
         frame.groupby(["day", "customer_id"], sort=False)
         .agg(score=("score", "max"), is_fraud=("is_fraud", "any"))
         .reset_index()
         .sort_values(["day", "score", "customer_id"], ascending=[True, False, True], kind="mergesort")
     )
-    top = cards.groupby("day", sort=True).head(k)
-    per_day = top.groupby("day", sort=True)["is_fraud"].sum() / k
-    return float(per_day.mean())
+    all_days = sorted(set(cards["day"]) | set(days or ()))
+    if not remove_detected:
+        top = cards.groupby("day", sort=True).head(k)
+        per_day = top.groupby("day", sort=True)["is_fraud"].sum() / k
+        return per_day.reindex(all_days, fill_value=0.0).astype(float)
+    detected: set = set()
+    out = {}
+    by_day = dict(tuple(cards.groupby("day", sort=True)))
+    for day in all_days:
+        today = by_day.get(day, cards.iloc[:0])
+        top = today[~today["customer_id"].isin(detected)].head(k)
+        found = top.loc[top["is_fraud"].to_numpy(dtype=bool), "customer_id"]
+        out[day] = len(found) / k
+        detected.update(found)
+    return pd.Series(out, dtype=float)
+
+
+def card_precision_top_k(frame: pd.DataFrame, k: int = 100, *, remove_detected: bool = False) -> float:
+    """Return the mean over days of `card_precision_top_k_per_day`; NaN for an empty frame."""
+    per_day = card_precision_top_k_per_day(frame, k, remove_detected=remove_detected)
+    return float(per_day.mean()) if len(per_day) else math.nan
 
 
 def roc_points(y_true, scores) -> tuple[np.ndarray, np.ndarray]:

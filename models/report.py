@@ -1,8 +1,11 @@
-"""Write a training report next to a model: metrics table, ROC and precision-recall curves, importances.
+"""Write a training report next to a model: metrics tables, ROC and precision-recall curves, importances.
 
 `<dir>/report.md` is the human page (Markdown tables, PNGs linked beside it); `<dir>/report.json` holds the
-same numbers for machines. When a current model is given as the baseline, it is scored on the same test
-window and drawn on the same axes, so "is the new one better?" is answered on one page.
+same numbers for machines. Metrics come twice, labelled: by the handbook's protocol (known cards removed
+per test day, card precision top-100 per day; models/protocol.py), which is what models are chosen and
+promoted on, and over all test transactions, for comparison. When a current model is given as the
+baseline, it is scored on the same test window and drawn on the same axes, so "is the new one better?" is
+answered on one page. Curves and threshold rows are drawn over the protocol's rows.
 
 Plots use matplotlib's object API on an Agg canvas (no pyplot, no display, no global state), so writing a
 report is safe from any thread and on a headless server.
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +35,7 @@ IMPORTANCE_PNG = "feature_importance.png"
 _METRIC_LABELS = {
     "auc_roc": "AUC ROC",
     "average_precision": "average precision",
-    "card_precision_top_100": "card precision top-100",
-    "test_fraud_rate": "test fraud rate",
+    "card_precision_top_100": "card precision top-100 (mean of days)",
 }
 
 
@@ -44,6 +46,8 @@ class Baseline:
     version: str
     scores: np.ndarray
     metrics: Mapping[str, float]
+    """Protocol metrics (the keys of `TrainResult.metrics`)."""
+    metrics_all_transactions: Mapping[str, float] = field(default_factory=dict)
 
 
 def feature_importance(booster: xgb.Booster, names: Sequence[str]) -> pd.DataFrame:
@@ -141,23 +145,67 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
     return lines
 
 
-def _metric_rows(result, thresholds, baseline, y) -> list[list[str]]:
+def _metric_rows(result, thresholds, baseline, y, kept) -> list[list[str]]:
     rows = []
-    for key, label in _METRIC_LABELS.items():
-        row = [label, _fmt(result.metrics.get(key, math.nan))]
-        if baseline:
-            row.append(_fmt(baseline.metrics.get(key, math.nan)))
-        rows.append(row)
-    scores = result.test_scores["score"].to_numpy()
+    sets = (
+        ("protocol", result.metrics, baseline.metrics if baseline else {}),
+        (
+            "all transactions",
+            result.metrics_all_transactions,
+            baseline.metrics_all_transactions if baseline else {},
+        ),
+    )
+    for name, ours, theirs in sets:
+        for key, label in _METRIC_LABELS.items():
+            row = [f"{label}, {name}", _fmt(ours.get(key, math.nan))]
+            if baseline:
+                row.append(_fmt(theirs.get(key, math.nan)))
+            rows.append(row)
+    rows.append(
+        ["fraud rate, protocol", _fmt(result.metrics.get("test_fraud_rate", math.nan))]
+        + ([""] if baseline else [])
+    )
+    scores = result.test_scores["score"].to_numpy()[kept]
+    yk = y[kept]
     for name, t in thresholds.items():
-        ours = at_threshold(y, scores, t) if y.size else {}
-        theirs = at_threshold(y, baseline.scores, t) if baseline and y.size else {}
+        ours = at_threshold(yk, scores, t) if yk.size else {}
+        theirs = at_threshold(yk, baseline.scores[kept], t) if baseline and yk.size else {}
         for key in ("precision", "recall", "flagged_rate"):
-            row = [f"{key.replace('_', ' ')} at {name} ({t:g})", _fmt(ours.get(key, math.nan))]
+            row = [f"{key.replace('_', ' ')} at {name} ({t:g}), protocol", _fmt(ours.get(key, math.nan))]
             if baseline:
                 row.append(_fmt(theirs.get(key, math.nan)))
             rows.append(row)
     return rows
+
+
+def _tuning_lines(tuning: Mapping) -> list[str]:
+    folds = "; ".join(
+        f"fit [{f['fit_start']}, {f['fit_end']}) -> validate [{f['valid_start']}, {f['valid_end']})"
+        for f in tuning["folds"]
+    )
+    return [
+        "",
+        "## Model choice",
+        "",
+        f"Prequential folds with the label-delay gap: {folds}. Each candidate is trained with early "
+        "stopping on each fold's validation window and scored by its protocol average precision (mean of "
+        f"folds); {tuning['refit_on']}. Best first:",
+        "",
+        *_table(
+            ["max_depth", "eta", "min_child_weight", "imbalance", "trees", "validation AP (protocol)"],
+            [
+                [
+                    t["max_depth"],
+                    t["eta"],
+                    t["min_child_weight"],
+                    t["imbalance"],
+                    t["num_boost_round"],
+                    _fmt(t["average_precision"]),
+                ]
+                for t in tuning["trials"]
+            ],
+        ),
+    ]
 
 
 def write_report(
@@ -186,25 +234,46 @@ def write_report(
             f"baseline {baseline.version} has {baseline.scores.size} scores, expected {scores.size}"
         )
     importance = feature_importance(result.booster, result.feature_names)
-
-    _plot_curves(out_dir, title, y, scores, baseline)
+    kept = (
+        result.test_scores["in_protocol"].to_numpy(dtype=bool)
+        if "in_protocol" in result.test_scores
+        else np.ones(y.size, dtype=bool)
+    )
+    shown = Baseline(baseline.version, baseline.scores[kept], baseline.metrics) if baseline else None
+    _plot_curves(out_dir, title, y[kept], scores[kept], shown)
     _plot_importance(out_dir, importance)
 
     w = result.windows
     header = ["metric (test window)", title] + ([f"current {baseline.version}"] if baseline else [])
+    per_day = result.evaluation.card_precision_per_day if result.evaluation else {}
+    notes = dict(result.data_notes)
     lines = [
         f"# Training report: {title}",
         "",
         f"- train window: [{w.train_start.isoformat()}, {w.train_end.isoformat()}), {result.n_train} rows, "
         f"fraud rate {_fmt(result.metrics.get('train_fraud_rate', math.nan))}",
         f"- test window: [{w.test_start.isoformat()}, {w.test_end.isoformat()}), {result.n_test} rows "
-        f"(starts {(w.test_start - w.train_end).days} days after training ends: the label delay)",
+        f"(starts {(w.test_start - w.train_end).days} days after training ends: the label delay); the "
+        f"protocol removed {result.metrics.get('n_known_card_rows', 0)} rows of cards already known to be "
+        "compromised",
+        f"- left out of training: {result.n_degraded_left_out} rows decided in degraded mode; left out "
+        f"everywhere: {notes.get('n_immature_left_out', 0)} rows with immature labels (labels final before "
+        f"{notes.get('label_cutoff', 'n/a')})",
         f"- data fingerprint: `{result.data_fingerprint}`",
-        f"- trees: {result.num_boost_round}, device: {result.params.get('device', 'cpu')}",
+        f"- trees: {result.num_boost_round}, fraud weight: {result.positive_weight:g}, device: "
+        f"{result.params.get('device', 'cpu')}",
         "",
         "## Metrics",
         "",
-        *_table(header, _metric_rows(result, thresholds, baseline, y)),
+        *_table(header, _metric_rows(result, thresholds, baseline, y, kept)),
+        "",
+        "Protocol: the Fraud Detection Handbook's (cards known to be compromised removed per test day; card "
+        "precision top-100 per day, detected cards blocked on later days). All transactions: no card "
+        "removed, for comparison only.",
+        "",
+        "## Card precision top-100 per test day (protocol)",
+        "",
+        *_table(["day", "card precision top-100"], [[d, _fmt(v)] for d, v in per_day.items()]),
         "",
         "## Curves",
         "",
@@ -225,29 +294,7 @@ def write_report(
         ),
     ]
     if tuning:
-        lines += [
-            "",
-            "## Grid search",
-            "",
-            f"Fitted on [{tuning['fit_window'][0]}, {tuning['fit_window'][1]}) ({tuning['n_fit']} rows), "
-            f"ranked by average precision on the validation window [{tuning['validation_window'][0]}, "
-            f"{tuning['validation_window'][1]}) ({tuning['n_validation']} rows); the best was refitted "
-            "on the whole train window. Best first:",
-            "",
-            *_table(
-                ["max_depth", "trees", "eta", "validation AP", "validation AUC"],
-                [
-                    [
-                        t["max_depth"],
-                        t["num_boost_round"],
-                        t["eta"],
-                        _fmt(t["average_precision"]),
-                        _fmt(t["auc_roc"]),
-                    ]
-                    for t in tuning["trials"]
-                ],
-            ),
-        ]
+        lines += _tuning_lines(tuning)
     lines += [
         "",
         "## Parameters",
@@ -263,8 +310,20 @@ def write_report(
         "title": title,
         "windows": w.as_dict(),
         "metrics": result.metrics,
-        "thresholds": {name: at_threshold(y, scores, t) for name, t in thresholds.items()} if y.size else {},
-        "baseline": {"version": baseline.version, "metrics": dict(baseline.metrics)} if baseline else None,
+        "metrics_all_transactions": result.metrics_all_transactions,
+        "card_precision_top_100_per_day": dict(per_day),
+        "data_notes": notes,
+        "n_degraded_left_out": result.n_degraded_left_out,
+        "thresholds": {name: at_threshold(y[kept], scores[kept], t) for name, t in thresholds.items()}
+        if kept.any()
+        else {},
+        "baseline": {
+            "version": baseline.version,
+            "metrics": dict(baseline.metrics),
+            "metrics_all_transactions": dict(baseline.metrics_all_transactions),
+        }
+        if baseline
+        else None,
         "feature_importance": importance.to_dict("records"),
         "tuning": dict(tuning) if tuning else None,
     }

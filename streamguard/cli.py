@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-start",
         type=_when,
         default=None,
-        help="first day of the train window (default: the latest window the data allows)",
+        help="first day of the train window (default: the windows end where labels are final: the latest "
+        "label minus STREAMGUARD_LABEL_MATURITY_DAYS, and the last whole day of decisions)",
     )
     p.add_argument("--train-days", type=int, default=7)
     p.add_argument("--delay-days", type=int, default=7)
@@ -245,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--promote-if-better",
         action="store_true",
-        help="register, but promote only if it beats the current model on the same test window",
+        help="register, but promote only if its protocol average precision beats the current model's on "
+        "the same test rows; refuse (saying why) when the current model cannot be loaded or compared",
     )
 
     add_training_arguments(p)

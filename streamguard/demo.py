@@ -113,7 +113,9 @@ def _live_data(settings: Settings, txns, labels, split: datetime):
     first = position.date() + timedelta(days=1)
     days = (datetime.now(UTC).date() - first).days
     if days < 1:
-        _say(f"the timeline is up to date ({position:%Y-%m-%d %H:%M}); `make clean` starts over with new data")
+        _say(
+            f"the timeline is up to date ({position:%Y-%m-%d %H:%M}); `make clean` starts over with new data"
+        )
         return txns.iloc[:0], labels.iloc[:0]
     # Same seed: same customers and terminals, so live traffic continues their history (their pending
     # labels from earlier weeks are not part of the new days).

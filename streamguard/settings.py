@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # -- features ---------------------------------------------------------------------------------------------
     label_delay_days: int = Field(7, ge=0)
     """Label-based features use windows that end this many days before the transaction's day."""
+    label_maturity_days: int = Field(14, ge=0)
+    """A transaction without a fraud label this many days before the latest label in the store is genuine;
+    more recent ones are immature: training and evaluation leave them out (a fraud report may still come)."""
     allowed_lateness_s: float = Field(3600.0, gt=0)
     """A transaction older than the newest one read from its Kafka partition by more than this goes to the
     `late` topic (and into no feature state)."""

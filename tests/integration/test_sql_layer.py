@@ -329,14 +329,19 @@ def test_terminal_features_have_the_names_the_model_uses(store):
 
 
 def test_training_examples_hold_the_served_features_with_their_labels(store):
-    columns = "transaction_id, score, model_version, variant, features, is_fraud, label_ts"
+    columns = "transaction_id, score, model_version, variant, features, is_fraud, label_ts, fraud_known_ts"
     got = _rows(store, f"SELECT {columns} FROM training_examples ORDER BY transaction_id")
     assert [r[0] for r in got] == [1, 2, 3, 4, 5, 6, 7, 8]  # one per transaction: the duplicate is dropped
     by_id = {r[0]: r for r in got}
     assert by_id[1][1:5] == (0.95, "v1", "champion", {"amount": 10.0})  # the first decision written
-    assert [r[5] for r in got] == [True, False, True, True, True, False, False, False]  # tx 7: no label yet
+    # tx 7 has no label yet: unknown (null), never "genuine" (the trainer decides by label maturity).
+    assert [r[5] for r in got] == [True, False, True, True, True, False, None, False]
     assert by_id[1][6] == datetime(2026, 3, 6, tzinfo=UTC)  # the latest of its two labels
     assert by_id[7][6] is None
+    # When the first fraud label arrived (the protocol's known cards); null unless a label says fraud.
+    assert by_id[1][7] == datetime(2026, 3, 4, 10, tzinfo=UTC)
+    assert by_id[3][7] == datetime(2026, 3, 9, tzinfo=UTC)
+    assert by_id[2][7] is None and by_id[7][7] is None
 
 
 METRIC_COLUMNS = (

@@ -8,7 +8,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from models.metrics import average_precision, card_precision_top_k, roc_auc
+from models.metrics import average_precision, card_precision_top_k, card_precision_top_k_per_day, roc_auc
 
 D1, D2, D3 = date(2024, 4, 1), date(2024, 4, 2), date(2024, 4, 3)
 
@@ -115,3 +115,23 @@ def test_card_precision_edge_cases():
         card_precision_top_k(cards([("a", D1, True, 0.9)]), k=0)
     with pytest.raises(ValueError, match="lacks columns"):
         card_precision_top_k(pd.DataFrame({"customer_id": ["a"]}), k=1)
+
+
+def test_card_precision_blocks_detected_cards_on_later_days_when_asked():
+    frame = cards(
+        [
+            ("a", D1, True, 0.9),  # day 1: a (fraud) and b in the top 2 -> 1/2; a is detected
+            ("b", D1, False, 0.8),
+            ("c", D1, True, 0.1),  # a fraud the analysts do not reach: not detected
+            ("a", D2, True, 0.95),  # day 2: a is blocked -> top 2 {c, b} -> 1/2
+            ("c", D2, True, 0.7),
+            ("b", D2, False, 0.6),
+        ]
+    )
+    per_day = card_precision_top_k_per_day(frame, k=2, remove_detected=True)
+    assert per_day.to_dict() == {D1: 0.5, D2: 0.5}
+    # Without blocking, a stays on top on day 2: {a, c} -> 2/2.
+    assert card_precision_top_k_per_day(frame, k=2).to_dict() == {D1: 0.5, D2: 1.0}
+    assert card_precision_top_k(frame, k=2, remove_detected=True) == pytest.approx(0.5)
+    # A listed day without rows counts, as zero.
+    assert card_precision_top_k_per_day(frame, k=2, days=[D3]).to_dict() == {D1: 0.5, D2: 1.0, D3: 0.0}

@@ -142,7 +142,8 @@ def test_shadow_and_canary_usage_errors(settings, registry, capsys):
 def test_training_flags_parse_into_training_options():
     args = parser().parse_args(["train"])
     got = (args.grid, args.validation_days, args.report_dir, args.no_report, args.device, args.trees)
-    assert got == (False, 3, None, False, "auto", 300)
+    assert got == (False, None, None, False, "auto", None)  # folds of the test's length; early stopping
+    assert args.folds == 2
     argv = [
         "train",
         "--grid",
@@ -165,7 +166,8 @@ def test_training_flags_parse_into_training_options():
     old = TrainingOptions.from_args(
         argparse.Namespace(train_start=None, train_days=7, delay_days=7, test_days=7)
     )
-    assert old.grid is False and old.device == "auto" and old.validation_days == 3 and old.trees == 300
+    assert old.grid is False and old.device == "auto" and old.validation_days is None and old.trees is None
+    assert old.folds == 2 and old.uses_folds
 
 
 def test_the_parser_offers_the_scorer_devices_without_importing_xgboost():

@@ -12,6 +12,7 @@ import pytest
 import xgboost as xgb
 
 from models.features import FEATURE_NAMES
+from models.protocol import evaluate
 from models.registry import Registry
 from models.scorer import cuda_available
 from models.train import data_fingerprint, make_windows, train_model
@@ -24,9 +25,13 @@ ROUNDS = 60  # enough to learn the signal, quick on a shared 2-core machine
 
 
 def synthetic_examples(
-    n: int = 4000, days: int = 28, fraud_rate: float = 0.02, seed: int = 0
+    n: int = 8000, days: int = 28, fraud_rate: float = 0.02, seed: int = 0, customers: int = 2000
 ) -> pd.DataFrame:
-    """Return examples spread over `days` where fraud shows in amount and the terminal fraud rate."""
+    """Return examples spread over `days` where fraud shows in amount and the terminal fraud rate.
+
+    About 280 transactions by as many cards a day, so a day's top 100 cards is a real choice. A fraud's
+    label arrives two days after it.
+    """
     rng = np.random.default_rng(seed)
     ts = START + pd.to_timedelta(np.sort(rng.uniform(0, days * 86400, n)), unit="s")
     is_fraud = rng.random(n) < fraud_rate
@@ -34,8 +39,10 @@ def synthetic_examples(
         {
             "transaction_id": np.arange(1, n + 1, dtype=np.int64),
             "ts": ts,
-            "customer_id": [f"c{i:03d}" for i in rng.integers(0, 300, n)],
+            "customer_id": [f"c{i:04d}" for i in rng.integers(0, customers, n)],
             "is_fraud": is_fraud,
+            "fraud_known_ts": pd.Series(ts).where(is_fraud) + pd.Timedelta(days=2),
+            "degraded": False,
         }
     )
     features = rng.normal(size=(n, len(FEATURE_NAMES)))
@@ -86,18 +93,87 @@ def test_learns_the_signal(result, examples, windows):
         "average_precision",
         "card_precision_top_100",
         "test_fraud_rate",
+        "n_test_protocol",
+        "n_known_card_rows",
         "train_fraud_rate",
     }
-    assert all(isinstance(v, float) for v in m.values())
+    assert all(isinstance(v, (float, int)) for v in m.values())
     test_rows = in_window(examples, windows.test_start, windows.test_end)
-    assert m["test_fraud_rate"] == pytest.approx(test_rows["is_fraud"].mean())
+    kept = result.test_scores["in_protocol"].to_numpy()
+    assert m["n_test_protocol"] == kept.sum() and m["n_known_card_rows"] == (~kept).sum() > 0
+    assert m["test_fraud_rate"] == pytest.approx(test_rows["is_fraud"].to_numpy()[kept].mean())
     assert 0.005 < m["test_fraud_rate"] < 0.05
     assert m["auc_roc"] > 0.85, m
     assert m["average_precision"] > 5 * m["test_fraud_rate"], m
-    # The best possible: every fraudulent card of the day among the day's top 100.
-    days = test_rows.assign(day=test_rows["ts"].dt.date)
-    best = (days.groupby(["day", "customer_id"])["is_fraud"].any().groupby("day").sum() / 100).mean()
-    assert 0.5 * best <= m["card_precision_top_100"] <= best
+
+
+def test_card_precision_is_bounded_by_the_best_ranking_and_beats_a_random_one(result, examples, windows):
+    # Each day holds ~280 cards, so the top 100 is a choice: a perfect ranking finds every fraudulent card
+    # the protocol left that day, a random one about a third of them.
+    test_rows = in_window(examples, windows.test_start, windows.test_end).sort_values(
+        ["ts", "transaction_id"]
+    )
+    kept = result.test_scores["in_protocol"].to_numpy()
+    left = test_rows[kept].assign(day=lambda f: f["ts"].dt.date)
+    assert left.groupby("day")["customer_id"].nunique().min() > 200
+    best = (left.groupby(["day", "customer_id"])["is_fraud"].any().groupby("day").sum() / 100).mean()
+    rng = np.random.default_rng(1)
+    frauds = examples[examples["is_fraud"] & (examples["ts"] >= windows.train_start)]
+    shuffled = evaluate(
+        test_rows,
+        rng.permutation(result.test_scores["score"].to_numpy()),
+        frauds,
+        windows.train_start,
+        windows.test_start,
+    )
+    cp = result.metrics["card_precision_top_100"]
+    assert cp <= best
+    assert cp >= 0.8 * best, (cp, best)
+    assert shuffled.protocol["card_precision_top_100"] < 0.6 * best
+
+
+def test_both_metric_sets_are_kept_and_the_protocol_removes_known_cards(result, examples, windows):
+    everything = result.metrics_all_transactions
+    assert everything["n"] == result.n_test > result.metrics["n_test_protocol"]
+    test_rows = in_window(examples, windows.test_start, windows.test_end).sort_values(
+        ["ts", "transaction_id"]
+    )
+    removed = test_rows[~result.test_scores["in_protocol"].to_numpy()]
+    # Every removed row's card had a fraud in the train or delay window, or one labelled before its day.
+    frauds = examples[examples["is_fraud"] & (examples["ts"] >= windows.train_start)]
+    for card, ts in zip(removed["customer_id"], removed["ts"], strict=True):
+        mine = frauds[frauds["customer_id"] == card]
+        assert ((mine["ts"] < windows.test_start) | (mine["fraud_known_ts"] < ts.floor("D"))).any()
+    md = result.registry_metadata()
+    assert md["metrics"]["average_precision"] == result.metrics["average_precision"]
+    assert md["metrics_all_transactions"]["average_precision"] == everything["average_precision"]
+    assert len(md["evaluation"]["card_precision_top_100_per_day"]) == 7
+
+
+def test_degraded_rows_are_left_out_of_training(result, examples, windows):
+    # Mark a third of the train rows degraded and scramble them: the model must be the one trained without
+    # them, and they are counted.
+    changed = examples.copy()
+    in_train = changed["ts"].between(windows.train_start, windows.train_end, inclusive="left")
+    degraded = in_train & (changed["transaction_id"] % 3 == 0)
+    changed.loc[degraded, "degraded"] = True
+    changed.loc[degraded, "is_fraud"] = ~changed.loc[degraded, "is_fraud"]
+    again = train_model(changed, FEATURE_NAMES, windows, num_boost_round=ROUNDS)
+    without = train_model(changed[~degraded], FEATURE_NAMES, windows, num_boost_round=ROUNDS)
+    assert again.n_degraded_left_out == degraded.sum() > 0
+    assert again.n_train == result.n_train - degraded.sum()
+    assert again.data_fingerprint == without.data_fingerprint
+    np.testing.assert_array_equal(again.test_scores["score"], without.test_scores["score"])
+
+
+def test_fraud_weights_keep_scores_calibrated(examples, windows):
+    plain = train_model(examples, FEATURE_NAMES, windows, num_boost_round=ROUNDS)
+    weighted = train_model(examples, FEATURE_NAMES, windows, num_boost_round=ROUNDS, positive_weight=20.0)
+    assert weighted.positive_weight == 20.0
+    train_rate = plain.metrics["train_fraud_rate"]
+    # Without the intercept shift the mean score would be several times the fraud rate.
+    assert weighted.test_scores["score"].mean() < 2 * train_rate
+    assert plain.test_scores["score"].mean() < 2 * train_rate
 
 
 def test_respects_the_windows(result, examples, windows):
@@ -106,7 +182,7 @@ def test_respects_the_windows(result, examples, windows):
     assert result.n_train == len(train_rows) and result.n_test == len(test_rows)
     assert result.data_fingerprint == data_fingerprint(train_rows, FEATURE_NAMES)
     assert result.metrics["train_fraud_rate"] == pytest.approx(train_rows["is_fraud"].mean())
-    assert list(result.test_scores.columns) == ["transaction_id", "score"]
+    assert list(result.test_scores.columns) == ["transaction_id", "score", "is_fraud", "in_protocol"]
     assert result.test_scores["transaction_id"].tolist() == test_rows["transaction_id"].tolist()
     assert result.test_scores["score"].between(0, 1).all()
     assert result.booster.feature_names == list(FEATURE_NAMES)
@@ -118,6 +194,7 @@ def test_rows_outside_the_train_window_do_not_change_the_model(result, examples,
     changed = examples.copy()
     outside = ~changed["ts"].between(windows.train_start, windows.train_end, inclusive="left")
     changed.loc[outside, "is_fraud"] = ~changed.loc[outside, "is_fraud"]
+    changed["fraud_known_ts"] = changed["ts"].where(changed["is_fraud"]) + pd.Timedelta(days=2)
     changed.loc[outside, "amount"] = 1.0
     test_only = changed.loc[outside & (changed["ts"] >= windows.test_start)]
     again = train_model(
@@ -209,13 +286,19 @@ def test_job_registers_with_a_report_next_to_the_model(examples, tmp_path: Path,
     opts = job_options(scores_out=tmp_path / "scores.parquet")
     assert train_evaluate_register(settings, opts, examples) == 0
     out = capsys.readouterr().out
-    # The lines scripts (and the integration test) parse keep their shape.
-    assert re.search(r"^AUC ROC +0\.\d{4}$", out, re.M) and out.count("fraud rate=") == 2
+    # Both metric sets, labelled; the protocol's first. Scripts (and the integration test) parse these lines.
+    protocol, everything = out.split("\nprotocol (handbook")[1].split("\nall transactions (no card removed")
+    for block in (protocol, everything):
+        assert re.search(r"^  AUC ROC +0\.\d{4}$", block, re.M)
+        assert re.search(r"^  average precision +0\.\d{4}$", block, re.M)
+        assert re.search(r"^  card precision top-100 +0\.\d{4}$", block, re.M)
+    assert len(re.search(r"^  CP@100 per day +(.*)$", protocol, re.M).group(1).split()) == 7
     assert "registered model v0001 (current)" in out
     reg = Registry(settings.registry_dir)
     mv = reg.current()
     assert mv.version == "v0001" and mv.metadata["report_dir"] == "report"
     assert mv.metadata["tuning"] is None and mv.metadata["num_boost_round"] == ROUNDS
+    assert set(mv.metadata["metrics_all_transactions"]) >= {"auc_roc", "average_precision"}
     report = mv.path / "report"
     assert {p.name for p in report.iterdir()} == {
         "report.md",
@@ -224,8 +307,12 @@ def test_job_registers_with_a_report_next_to_the_model(examples, tmp_path: Path,
         "precision_recall.png",
         "feature_importance.png",
     }
-    assert "current v" not in (report / "report.md").read_text()  # nothing was current to compare with
-    assert pd.read_parquet(tmp_path / "scores.parquet").shape[0] == mv.metadata["n_test"]
+    text = (report / "report.md").read_text()
+    assert "current v" not in text  # nothing was current to compare with
+    assert "| average precision, protocol |" in text and "| average precision, all transactions |" in text
+    assert "## Card precision top-100 per test day (protocol)" in text
+    scores = pd.read_parquet(tmp_path / "scores.parquet")
+    assert scores.shape[0] == mv.metadata["n_test"] and scores["in_protocol"].sum() < len(scores)
 
 
 def test_job_promotes_if_better_only_when_it_beats_the_current_model(examples, tmp_path: Path, capsys):
@@ -234,14 +321,51 @@ def test_job_promotes_if_better_only_when_it_beats_the_current_model(examples, t
     reg.register(weak_booster(examples), {})
     opts = job_options(promote_if_better=True, no_report=True)
     assert train_evaluate_register(settings, opts, examples) == 0
-    assert "promote: True" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert re.search(
+        r"promote if better: protocol AP on the same test window: new 0\.\d+ vs current v0001 "
+        r"0\.\d+: promoted",
+        out,
+    ), out
     assert reg.current().version == "v0002" and reg.get("v0002").metadata["parent"] == "v0001"
     # The same data and seed again: an identical model is not better, so it is registered, not promoted.
     assert train_evaluate_register(settings, opts, examples) == 0
     out = capsys.readouterr().out
-    assert "promote: False" in out and "registered model v0003 in" in out
+    assert ": not promoted" in out and "registered model v0003 in" in out
     assert reg.current().version == "v0002"
     assert "report_dir" not in reg.get("v0003").metadata
+    assert reg.get("v0003").metadata["promotion"].endswith("not promoted")
+
+
+def test_promote_if_better_refuses_when_the_current_model_cannot_be_compared(
+    examples, tmp_path: Path, capsys
+):
+    settings = job_settings(tmp_path)
+    reg = Registry(settings.registry_dir)
+    opts = job_options(promote_if_better=True, no_report=True)
+    # Nothing current: nothing to compare with, so the first model is promoted (and says why).
+    assert train_evaluate_register(settings, opts, examples) == 0
+    assert "no current model to compare with: promoted" in capsys.readouterr().out
+    # A current model whose file was corrupted cannot be scored: refuse, with the reason.
+    (reg.root / "v0001" / "model.ubj").write_bytes(b"not a model")
+    assert train_evaluate_register(settings, opts, examples) == 0
+    out = capsys.readouterr().out
+    assert re.search(
+        r"cannot compare with the current model \(current model v0001 cannot be loaded: .*\): "
+        r"not promoted",
+        out,
+    ), out
+    assert reg.current().version == "v0001"
+    # A current model needing a feature the examples lack: refuse too.
+    reg.register(weak_booster(examples), {}, promote=False)
+    other = xgb.train(
+        {"max_depth": 1},
+        xgb.DMatrix(np.zeros((4, 1), dtype=np.float32), label=[0, 1, 0, 1], feature_names=["unknown"]),
+        2,
+    )
+    reg.promote(reg.register(other, {}, promote=False).version)
+    assert train_evaluate_register(settings, opts, examples) == 0
+    assert "needs features the examples lack: ['unknown']): not promoted" in capsys.readouterr().out
 
 
 def test_job_report_compares_with_the_current_model(examples, tmp_path: Path):
@@ -252,16 +376,30 @@ def test_job_report_compares_with_the_current_model(examples, tmp_path: Path):
     assert "| metric (test window) | v0002 | current v0001 |" in text
 
 
-def test_job_with_grid_and_no_register(examples, tmp_path: Path, capsys):
+def test_job_chooses_on_folds_before_the_test_window_and_does_not_register(examples, tmp_path: Path, capsys):
     settings = job_settings(tmp_path)
-    grid = Grid(max_depth=(2, 3), num_boost_round=(10, 20), eta=(0.3,))
-    opts = job_options(grid=True, validation_days=4, no_register=True)
+    grid = Grid(max_depth=(2, 3), eta=(0.3,), min_child_weight=(1.0,))
+    # train [04-11, 04-16), delay 2 days, test [04-18, 04-23); one fold: fit [04-06, 04-11), validate
+    # [04-13, 04-16).
+    opts = TrainingOptions(
+        train_start=START + timedelta(days=10),
+        train_days=5,
+        delay_days=2,
+        test_days=5,
+        grid=True,
+        folds=1,
+        validation_days=3,
+        no_register=True,
+    )
     assert train_evaluate_register(settings, opts, examples, grid=grid) == 0
     out = capsys.readouterr().out
-    assert "grid: 4 candidates" in out and re.search(r"grid: chose max_depth=\d trees=\d+ eta=0.3", out)
+    assert (
+        "validation: 1 prequential folds with the delay gap: fit [2024-04-06, 2024-04-11) -> validate "
+        "[2024-04-13, 2024-04-16)" in out
+    )
+    assert re.search(r"chose max_depth=\d eta=0.3 min_child_weight=1 imbalance=\w+ trees=\d+", out)
     assert not settings.registry_dir.exists()
     (report,) = (settings.state_dir / "reports").iterdir()
-    assert report.name == "train-20240401-20240425"
+    assert report.name == "train-20240411-20240423"
     text = (report / "report.md").read_text()
-    assert "## Grid search" in text and text.count("| 0.3 |") == 4
-    assert re.search(r"trees: (10|20),", text)
+    assert "## Model choice" in text and text.count("| 0.3 |") == 4  # 2 depths, then 2 more weightings

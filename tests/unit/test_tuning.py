@@ -1,25 +1,28 @@
-"""Grid search on a time-ordered validation window carved from the end of the train window."""
+"""Model choice on prequential folds with the label-delay gap, early stopping, imbalance compared."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 from test_train import START, synthetic_examples
 
 from models.features import FEATURE_NAMES
-from models.train import (
-    fit_booster,
-    make_windows,
-    predict_rows,
-    rows_in_window,
-    training_params,
-    window_metrics,
+from models.train import make_windows
+from models.tuning import (
+    IMBALANCE,
+    Grid,
+    earliest_start,
+    early_stopping_rounds,
+    folds_available,
+    make_folds,
+    positive_weight,
+    search,
 )
-from models.tuning import Grid, grid_search, validation_split
 
-SMALL = Grid(max_depth=(2, 4), num_boost_round=(10, 30), eta=(0.1, 0.3))
+SMALL = Grid(max_depth=(2, 4), eta=(0.3,), min_child_weight=(1.0, 5.0))
 
 
 @pytest.fixture(scope="module")
@@ -29,69 +32,136 @@ def examples():
 
 @pytest.fixture(scope="module")
 def windows():
-    return make_windows(START, train_days=14, delay_days=3, test_days=7)
+    # train [04-15, 04-20), delay 2 days, test [04-22, 04-27)
+    return make_windows(START + timedelta(days=14), train_days=5, delay_days=2, test_days=5)
 
 
 @pytest.fixture(scope="module")
-def search(examples, windows):
-    return grid_search(examples, FEATURE_NAMES, windows, validation_days=4, grid=SMALL)
-
-
-def test_validation_is_the_end_of_the_train_window(windows):
-    fit_end, val_end = validation_split(windows, 4)
-    assert fit_end == START + timedelta(days=10) and val_end == windows.train_end
-    assert val_end <= windows.test_start  # precedes the test window (a label delay before it)
-    for bad in (0, 14, 20):
-        with pytest.raises(ValueError, match="validation_days must be"):
-            validation_split(windows, bad)
-
-
-def test_every_candidate_is_tried_and_ranked_by_validation_ap(search, examples, windows):
-    assert SMALL.size == 8 and len(search.trials) == 8
-    combos = {(t.max_depth, t.num_boost_round, t.eta) for t in search.trials}
-    assert combos == {(d, r, e) for d in (2, 4) for r in (10, 30) for e in (0.1, 0.3)}
-    aps = [t.average_precision for t in search.trials]
-    assert aps == sorted(aps, reverse=True) and search.best == search.trials[0]
-    assert all(0 < ap <= 1 for ap in aps)
-    fit = rows_in_window(examples, windows.train_start, START + timedelta(days=10))
-    val = rows_in_window(examples, START + timedelta(days=10), windows.train_end)
-    assert (search.n_fit, search.n_validation) == (len(fit), len(val))
-    summary = search.as_dict()
-    assert summary["best"]["max_depth"] == search.best.max_depth and len(summary["trials"]) == 8
-    assert summary["validation_window"][1] == windows.train_end.isoformat()
-    assert search.best.params() == {"max_depth": search.best.max_depth, "eta": search.best.eta}
-
-
-def test_fewer_trees_scored_from_the_big_model_equal_a_model_trained_with_fewer(search, examples, windows):
-    # The search trains each (depth, eta) once with the most trees and scores prefixes of it.
-    fit_end = START + timedelta(days=10)
-    fit = rows_in_window(examples, windows.train_start, fit_end)
-    val = rows_in_window(examples, fit_end, windows.train_end)
-    params = training_params({"max_depth": 4, "eta": 0.3}, seed=42, device="cpu")
-    direct = window_metrics(
-        val, predict_rows(fit_booster(fit, FEATURE_NAMES, params, 10), val, FEATURE_NAMES)
+def found(examples, windows):
+    return search(
+        examples,
+        FEATURE_NAMES,
+        windows,
+        n_folds=2,
+        validation_days=3,
+        grid=SMALL,
+        max_rounds=200,
+        patience=10,
+        device="cpu",
     )
-    (trial,) = [t for t in search.trials if (t.max_depth, t.num_boost_round, t.eta) == (4, 10, 0.3)]
-    assert trial.average_precision == pytest.approx(direct["average_precision"], abs=1e-12)
-    assert trial.auc_roc == pytest.approx(direct["auc_roc"], abs=1e-12)
 
 
-def test_the_search_never_sees_the_test_window_or_the_row_order(search, examples, windows):
+def day(n: int):
+    return START + timedelta(days=n)
+
+
+def test_folds_are_the_test_layout_shifted_back_with_their_own_delay_gap(windows):
+    folds = make_folds(windows, n_folds=3, validation_days=3)
+    # validate [04-17, 04-20), [04-14, 04-17), [04-11, 04-14); each fits 5 days ending 2 days before.
+    assert [(f.fit_start, f.fit_end, f.valid_start, f.valid_end) for f in folds] == [
+        (day(9), day(14), day(16), day(19)),
+        (day(6), day(11), day(13), day(16)),
+        (day(3), day(8), day(10), day(13)),
+    ]
+    for f in folds:
+        assert f.valid_start - f.fit_end == windows.test_start - windows.train_end  # the delay gap
+        assert f.fit_end - f.fit_start == windows.train_end - windows.train_start
+        assert f.valid_end <= windows.train_end  # never the delay or the test window
+    assert earliest_start(windows, 3, 3) == day(3)
+    with pytest.raises(ValueError, match="n_folds >= 1"):
+        make_folds(windows, 0, 3)
+
+
+def test_every_candidate_is_tried_then_each_imbalance_handling(found):
+    assert SMALL.size == 4
+    grid_trials = [t for t in found.trials if t.imbalance == "none"]
+    assert {(t.max_depth, t.min_child_weight) for t in grid_trials} == {
+        (2, 1.0),
+        (2, 5.0),
+        (4, 1.0),
+        (4, 5.0),
+    }
+    assert [t.imbalance for t in found.imbalance] == list(IMBALANCE)
+    assert len(found.trials) == 4 + 2
+    aps = [t.average_precision for t in found.trials]
+    assert aps == sorted(aps, reverse=True) and found.best == found.trials[0]
+    assert all(0 < ap <= 1 for ap in aps)
+    for t in found.trials:
+        assert len(t.fold_average_precision) == 2 and t.average_precision == pytest.approx(
+            np.mean(t.fold_average_precision)
+        )
+        # Early stopping: patience 10 stops long before 200 rounds on this easy signal.
+        assert all(1 <= r < 200 for r in t.best_rounds)
+        assert t.num_boost_round == round(np.mean(t.best_rounds))
+    summary = found.as_dict()
+    assert summary["best"]["max_depth"] == found.best.max_depth and len(summary["folds"]) == 2
+
+
+def test_validation_rows_are_the_protocols(found, examples):
+    # A fold validates on its window minus the cards known from its fit start on (the test's protocol).
+    fold = found.folds[0]
+    rows = examples[(examples["ts"] >= fold.valid_start) & (examples["ts"] < fold.valid_end)]
+    assert 0 < found.n_validation[0] < len(rows)
+
+
+def test_the_choice_never_sees_the_delay_or_test_window_or_the_row_order(found, examples, windows):
     changed = examples.copy()
     after = changed["ts"] >= windows.train_end
     changed.loc[after, "is_fraud"] = ~changed.loc[after, "is_fraud"]
+    changed["fraud_known_ts"] = changed["ts"].where(changed["is_fraud"]) + pd.Timedelta(days=2)
     changed.loc[after, "amount"] = 1.0
-    again = grid_search(
-        changed.sample(frac=1, random_state=3), FEATURE_NAMES, windows, validation_days=4, grid=SMALL
+    again = search(
+        changed.sample(frac=1, random_state=3),
+        FEATURE_NAMES,
+        windows,
+        n_folds=2,
+        validation_days=3,
+        grid=SMALL,
+        max_rounds=200,
+        patience=10,
+        device="cpu",
     )
-    assert again.trials == search.trials
+    assert again.trials == found.trials
 
 
-def test_a_validation_window_without_fraud_is_refused(examples, windows):
+def test_early_stopping_alone_picks_only_the_trees(examples, windows):
+    found = early_stopping_rounds(
+        examples,
+        FEATURE_NAMES,
+        windows,
+        {"max_depth": 3, "eta": 0.3},
+        n_folds=1,
+        validation_days=3,
+        max_rounds=200,
+        patience=10,
+        device="cpu",
+    )
+    assert len(found.trials) == 1 and found.best.imbalance == "none"
+    assert (found.best.max_depth, found.best.eta, found.best.min_child_weight) == (3, 0.3, 1.0)
+
+
+def test_imbalance_weights():
+    assert positive_weight("none", 99.0) == 1.0
+    assert positive_weight("sqrt", 100.0) == 10.0
+    assert positive_weight("balanced", 99.0) == 99.0
+    with pytest.raises(ValueError, match="unknown imbalance"):
+        positive_weight("smote", 9.0)
+
+
+def test_a_fold_without_fraud_or_history_is_refused(examples, windows):
     quiet = examples.copy()
-    quiet.loc[quiet["ts"] >= START + timedelta(days=10), "is_fraud"] = False
-    with pytest.raises(ValueError, match=r"validation window \[2024-04-11.*has no fraud"):
-        grid_search(quiet, FEATURE_NAMES, windows, validation_days=4, grid=SMALL)
+    quiet.loc[quiet["ts"] >= day(16), "is_fraud"] = False
+    with pytest.raises(ValueError, match=r"fold validation window \[2024-04-17.*has no fraud"):
+        search(quiet, FEATURE_NAMES, windows, n_folds=1, validation_days=3, grid=SMALL, device="cpu")
+    early = make_windows(START + timedelta(days=2), 5, 2, 5)
+    with pytest.raises(ValueError, match=r"fold fit window \[2024-03-29.*has no examples from its start"):
+        search(examples, FEATURE_NAMES, early, n_folds=1, validation_days=3, grid=SMALL, device="cpu")
     with pytest.raises(ValueError, match="positive values"):
         Grid(max_depth=())
-    np.testing.assert_equal(Grid().size, 12)
+
+
+def test_folds_available_counts_those_with_history(windows):
+    # fit starts: 04-10, 04-07, 04-04
+    assert folds_available(windows, 3, 3, day(0)) == 3
+    assert folds_available(windows, 3, 3, day(5) + timedelta(hours=10)) == 2
+    assert folds_available(windows, 3, 3, day(12)) == 0
