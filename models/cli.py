@@ -143,6 +143,8 @@ def cmd_show(settings, args: argparse.Namespace) -> int:
             f"min_child_weight={best.get('min_child_weight')} imbalance={best.get('imbalance')} "
             f"trees={best['num_boost_round']} (validation AP {best['average_precision']})"
         )
+    if md.get("drift_reference"):
+        lines += _drift_lines(settings, v.version, md["drift_reference"])
     if md.get("promotion"):
         lines.append(f"promotion    {md['promotion']}")
     if md.get("report_dir"):
@@ -150,6 +152,21 @@ def cmd_show(settings, args: argparse.Namespace) -> int:
         lines.append(f"report       {report if report.is_absolute() else v.path / report}")
     print("\n".join(lines))
     return 0
+
+
+def _drift_lines(settings, version: str, reference: dict) -> list[str]:
+    """The training-time distributions, with each feature's newest daily drift index if the store has one."""
+    from models.drift_reference import describe
+
+    psi: dict[str, float] | None = None
+    try:
+        from streamguard.drift_store import daily_psi
+
+        days = daily_psi(settings, version, days=1)
+        psi = {name: by_day[max(by_day)] for name, by_day in days.items() if by_day} or None
+    except Exception:  # noqa: BLE001 - the store may be down; the reference is still worth showing
+        psi = None
+    return ["drift        " + line for line in describe(reference, psi)]
 
 
 @_reporting_errors

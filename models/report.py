@@ -208,6 +208,16 @@ def _tuning_lines(tuning: Mapping) -> list[str]:
     ]
 
 
+def _drift_section(result: TrainResult) -> list[str]:
+    """The test window's drift against the training distributions (population stability index)."""
+    if not result.drift_reference:
+        return []
+    from models.drift_reference import describe
+
+    psi = dict(result.test_drift.get("features", {}))
+    return ["## Drift: test window against training (PSI)", "", *describe(result.drift_reference, psi), ""]
+
+
 def write_report(
     result: TrainResult,
     out_dir: Path,
@@ -275,6 +285,7 @@ def write_report(
         "",
         *_table(["day", "card precision top-100"], [[d, _fmt(v)] for d, v in per_day.items()]),
         "",
+        *_drift_section(result),
         "## Curves",
         "",
         f"![ROC curve]({ROC_PNG})",
@@ -326,6 +337,7 @@ def write_report(
         else None,
         "feature_importance": importance.to_dict("records"),
         "tuning": dict(tuning) if tuning else None,
+        "drift_test_vs_train": result.test_drift or None,
     }
     (out_dir / JSON_FILE).write_text(
         json.dumps(_json_ready(summary), indent=2, allow_nan=False) + "\n", encoding="utf-8"

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from models.drift_reference import build_reference, compare
 from models.labels import trainable
 from models.metrics import average_precision, card_precision_top_k, roc_auc
 from models.protocol import Evaluation, evaluate
@@ -99,6 +100,11 @@ class TrainResult:
     """Weight of a fraud in the training loss (1: none); scores are recalibrated (`calibrate_weighted`)."""
     data_notes: dict = field(default_factory=dict)
     """What the data loader left out and why (immature labels, ...), for the report and metadata."""
+    drift_reference: dict = field(default_factory=dict)
+    """Training-time distribution of every feature and of the scores (`models.drift_reference`): what the
+    flow's drift indexes compare live traffic with."""
+    test_drift: dict = field(default_factory=dict)
+    """The test window's population stability index per feature and for the score, against the reference."""
 
     @property
     def metrics_all_transactions(self) -> dict[str, float]:
@@ -125,6 +131,8 @@ class TrainResult:
             "n_test": self.n_test,
             "n_degraded_left_out": self.n_degraded_left_out,
             **({"data_notes": dict(self.data_notes)} if self.data_notes else {}),
+            **({"drift_reference": self.drift_reference} if self.drift_reference else {}),
+            **({"drift_test_vs_train": self.test_drift} if self.test_drift else {}),
         }
 
 
@@ -328,6 +336,9 @@ def train_model(
     evaluation = evaluate_window(examples, test, scores, windows.train_start, windows.test_start)
     metrics = protocol_metrics(evaluation)
     metrics["train_fraud_rate"] = float(train["is_fraud"].to_numpy(dtype=bool).mean())
+    # Train-window features with held-out scores (scores of the training rows themselves would be
+    # overconfident): what the flow's drift indexes compare live traffic with.
+    reference = build_reference(feature_matrix(train, names), names, scores)
     return TrainResult(
         booster=booster,
         metrics=metrics,
@@ -350,4 +361,7 @@ def train_model(
         test_labels=y_test,
         evaluation=evaluation,
         n_degraded_left_out=len(in_train) - len(train),
+        drift_reference=reference,
+        # The reference's score bins come from these same test scores, so only the features are compared.
+        test_drift={"features": compare(reference, feature_matrix(test, names), names, scores)["features"]},
     )

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import psycopg
 
 from models.dataset import first_decision_ts, label_horizon, last_decision_ts, load_training_examples
 from models.features import FEATURE_NAMES
@@ -334,8 +335,21 @@ def train_evaluate_register(
         metadata["report_dir"] = str(opts.report_dir.resolve()) if opts.report_dir else "report"
     # Registered unpromoted first: the report lands beside the model before the flow can pick it up.
     version = registry.register(result.booster, metadata, promote=False)
+    _publish_drift_reference(settings, version.version, result.drift_reference)
     report(opts.report_dir or version.path / "report", version.version)
     if promote:
         registry.promote(version.version, expected_features=FEATURE_NAMES)
     print(f"registered model {version.version}{' (current)' if promote else ''} in {settings.registry_dir}")
     return 0
+
+
+def _publish_drift_reference(settings: Settings, version: str, reference: dict) -> None:
+    """Put the model's training-time distributions in the store, for `sql/60_monitoring`'s drift views."""
+    if not reference:
+        return
+    from streamguard.drift_store import publish_reference
+
+    try:
+        publish_reference(settings, version, reference)
+    except psycopg.Error as exc:  # the model is registered either way; `streamguard drift show` republishes
+        print(f"warning: could not store {version}'s drift reference in the SQL store: {exc}")

@@ -59,7 +59,7 @@ def build() -> dict:
             .default_value("100")
             .current(VariableOption(text="100", value="100"))
             .description(
-                "STREAMGUARD_DECISION_BUDGET_MS, used until the flows export streamguard_decision_budget_seconds"
+                "STREAMGUARD_DECISION_BUDGET_MS; used only when no flow exports streamguard_decision_budget_seconds"
             )
         )
     )
@@ -130,11 +130,11 @@ def build() -> dict:
             "micro-batch size",
             "Transactions per XGBoost call (streamguard_score_batch_rows): p50, p99 and calls/s",
             query(
-                f"histogramstage_quantile(0.5, sum by (le) (rate(streamguard_score_batch_rows_bucket{RATE})))",
+                f"histogram_quantile(0.5, sum by (le) (rate(streamguard_score_batch_rows_bucket{RATE})))",
                 "p50 rows",
             ),
             query(
-                f"histogramstage_quantile(0.99, sum by (le) (rate(streamguard_score_batch_rows_bucket{RATE})))",
+                f"histogram_quantile(0.99, sum by (le) (rate(streamguard_score_batch_rows_bucket{RATE})))",
                 "p99 rows",
             ),
             query(f"sum(rate(streamguard_score_batch_rows_count{RATE}))", "calls/s"),
@@ -147,6 +147,16 @@ def build() -> dict:
             "Per worker: transactions waiting for the slowest "
             "partition or for the store (streamguard_order_held_transactions)",
             query("sum by (worker) (streamguard_order_held_transactions)", "worker {{worker}}"),
+            width=12,
+        )
+    )
+    d = d.with_panel(
+        series(
+            "terminal stage balance",
+            "Transactions each worker's terminal stage folds per second (streamguard_terminal_rows); "
+            "one worker far above the others means a hot terminal or a skewed placement",
+            query(f"sum by (worker) (rate(streamguard_terminal_rows_total{RATE}))", "worker {{worker}}"),
+            unit="cps",
             width=12,
         )
     )

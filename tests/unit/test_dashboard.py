@@ -68,3 +68,22 @@ def test_panels_have_unique_ids_and_queries_unique_ref_ids_and_fit_the_grid():
         assert all(refs) and len(refs) == len(set(refs)), p["title"]
         assert p["gridPos"]["x"] + p["gridPos"]["w"] <= 24
         assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+
+
+PROMQL_CALLS = {
+    # aggregation operators and the functions the panels may use; a typo here is a blank panel in Grafana
+    "sum", "max", "min", "avg", "count", "topk", "bottomk", "quantile",
+    "rate", "irate", "increase", "delta", "deriv", "histogram_quantile", "vector", "time",
+    "clamp_min", "clamp_max", "abs", "max_over_time", "min_over_time", "avg_over_time", "label_replace",
+    "timestamp", "absent", "sort_desc", "scalar", "by", "without", "on", "ignoring", "group_left", "group_right",
+}  # fmt: skip
+
+
+def test_every_query_calls_only_promql_functions_and_balances_its_brackets():
+    for p in _panels():
+        for t in p["targets"]:
+            expr = re.sub(r'"[^"]*"', '""', t["expr"])
+            calls = set(re.findall(r"([A-Za-z_]\w*)\s*\(", expr))
+            assert calls <= PROMQL_CALLS, f"{p['title']}: unknown {sorted(calls - PROMQL_CALLS)} in {t['expr']}"
+            for open_, close in ("()", "[]", "{}"):
+                assert expr.count(open_) == expr.count(close), (p["title"], t["expr"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -313,6 +314,14 @@ def test_job_registers_with_a_report_next_to_the_model(examples, tmp_path: Path,
     assert "## Card precision top-100 per test day (protocol)" in text
     scores = pd.read_parquet(tmp_path / "scores.parquet")
     assert scores.shape[0] == mv.metadata["n_test"] and scores["in_protocol"].sum() < len(scores)
+    # The drift reference travels with the model (the flow's drift watch reads it from the metadata);
+    # the report says how far the test window drifted from training, feature by feature.
+    reference = mv.metadata["drift_reference"]
+    assert set(reference["features"]) == set(FEATURE_NAMES) and reference["rows"] == mv.metadata["n_train"]
+    assert "## Drift: test window against training (PSI)" in text
+    drift = json.loads((report / "report.json").read_text())["drift_test_vs_train"]["features"]
+    assert set(drift) == set(FEATURE_NAMES) and all(v >= 0 for v in drift.values())
+    assert "could not store v0001's drift reference in the SQL store" in out  # no store in a unit test
 
 
 def test_job_promotes_if_better_only_when_it_beats_the_current_model(examples, tmp_path: Path, capsys):
