@@ -84,6 +84,8 @@ def test_every_query_calls_only_promql_functions_and_balances_its_brackets():
         for t in p["targets"]:
             expr = re.sub(r'"[^"]*"', '""', t["expr"])
             calls = set(re.findall(r"([A-Za-z_]\w*)\s*\(", expr))
-            assert calls <= PROMQL_CALLS, f"{p['title']}: unknown {sorted(calls - PROMQL_CALLS)} in {t['expr']}"
+            assert calls <= PROMQL_CALLS, (
+                f"{p['title']}: unknown {sorted(calls - PROMQL_CALLS)} in {t['expr']}"
+            )
             for open_, close in ("()", "[]", "{}"):
                 assert expr.count(open_) == expr.count(close), (p["title"], t["expr"])
