@@ -92,6 +92,9 @@ def served_features(tx: pd.DataFrame, frauds_known_day: pd.Series, delay: int = 
     for n_days, (count, known) in terminal_day_windows(tx, frauds_known_day, delay, (1, 7, 30)).items():
         out[f"term_n_{n_days}d"] = count
         out[f"term_fraud_rate_{n_days}d"] = np.where(count > 0, known / np.maximum(count, 1), 0.0)
+    for n_days, (count, known) in terminal_day_windows(tx, frauds_known_day, 1, (7, 28)).items():
+        out[f"term_known_frauds_{n_days}d"] = known
+        out[f"term_known_fraud_rate_{n_days}d"] = np.where(count > 0, known / np.maximum(count, 1), 0.0)
     return out
 
 
@@ -164,11 +167,10 @@ def candidate_features(tx: pd.DataFrame, served: pd.DataFrame, frauds_known_day:
     out.loc[t.index, "amount_to_term_mean_30d"] = t["amount"].to_numpy() / np.where(
         n30 > 0, s30 / n30, np.nan
     )
-    # Label-based terminal risk without the fixed delay shift: frauds at the terminal on days [D-N, D)
-    # whose label was known before day D (count, and rate over all that window's transactions).
+    # The served known-fraud windows end a day back; these end at the day itself (frauds of yesterday too).
     for n_days, (count, known) in terminal_day_windows(tx, frauds_known_day, 0, (1, 7, 14, 28)).items():
-        out[f"term_known_frauds_{n_days}d"] = known
-        out[f"term_known_fraud_rate_{n_days}d"] = np.where(count > 0, known / np.maximum(count, 1), 0.0)
+        out[f"term_known_frauds_{n_days}d_lag0"] = known
+        out[f"term_known_fraud_rate_{n_days}d_lag0"] = np.where(count > 0, known / np.maximum(count, 1), 0.0)
     out["term_days_since_known_fraud"] = days_since_known_fraud(tx, frauds_known_day)
     exact = known_frauds_exact(tx, 7 * US_DAY)
     out["term_known_frauds_7d_exact"] = exact
@@ -276,18 +278,8 @@ def feature_sets() -> dict[str, tuple[list[str], dict, int]]:
         ["cust_new_terminal_30d"],
         ["term_recent_n_1d_to_30d"],
         ["amount_to_term_mean_30d"],
-        ["term_known_frauds_7d", "term_known_fraud_rate_7d"],
-        ["term_known_frauds_14d", "term_known_fraud_rate_14d"],
-        ["term_known_frauds_28d", "term_known_fraud_rate_28d"],
-        ["term_known_frauds_7d"],
-        ["term_known_fraud_rate_7d"],
-        ["term_known_frauds_1d", "term_known_frauds_7d", "term_known_frauds_28d"],
-        [
-            "term_known_frauds_7d",
-            "term_known_fraud_rate_7d",
-            "term_known_frauds_28d",
-            "term_known_fraud_rate_28d",
-        ],
+        ["term_known_frauds_1d_lag0"],
+        ["term_known_frauds_14d_lag0", "term_known_fraud_rate_14d_lag0"],
         ["term_days_since_known_fraud"],
         ["term_known_frauds_7d_exact"],
     ):
@@ -296,19 +288,16 @@ def feature_sets() -> dict[str, tuple[list[str], dict, int]]:
     sets["served - terminal recent activity"] = (drop_recent, PARAMS, 300)
     drop_short = [n for n in served if not n.endswith(("_10m", "_1h")) or n.startswith("term")]
     sets["served - card 10m/1h"] = (drop_short, PARAMS, 300)
-    delayed = [n for n in served if not (n.startswith("term_n_") or n.startswith("term_fraud_rate_"))]
-    known = [
-        "term_known_frauds_7d",
-        "term_known_fraud_rate_7d",
-        "term_known_frauds_28d",
-        "term_known_fraud_rate_28d",
-    ]
-    sets["served - delayed terminal risk + known 7d/28d"] = (delayed + known, PARAMS, 300)
-    sets["served + known 7d + default XGB"] = (
-        served + ["term_known_frauds_7d", "term_known_fraud_rate_7d"],
-        DEFAULT_XGB,
-        100,
+    known = [n for n in served if n.startswith("term_known_")]
+    without_known = [n for n in served if n not in known]
+    sets["served - known frauds (the set before they were served)"] = (without_known, PARAMS, 300)
+    sets["served with known frauds ending today, not a day back"] = (
+        without_known + [f"{n}_lag0" for n in known],
+        PARAMS,
+        300,
     )
+    delayed = [n for n in served if n.startswith(("term_n_", "term_fraud_rate_"))]
+    sets["served - delayed terminal risk"] = ([n for n in served if n not in delayed], PARAMS, 300)
     return sets
 
 

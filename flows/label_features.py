@@ -1,17 +1,19 @@
 """Serve terminal label features from memory, kept up to date by the SQL store's change feed.
 
-A transaction on day D gets, for each window of N days, its terminal's transaction count over the whole
-days [D - delay - N, D - delay) and the share of those confirmed fraud by a label known before day D
-(`sql/30_features/terminal_risk_as_of.sql` is the same definition in SQL; the tests check they agree).
-The inputs are the store's two daily aggregates, `terminal_daily_transactions` and
-`terminal_daily_frauds`: the flow does not ask the store per micro-batch; a thread per process follows
-their changes (`flows.store_changes`: a change log on PostgreSQL, `SUBSCRIBE` on Materialize) and the
-store's progress, and the features of every terminal as of day D are computed once, in arrays, when
-the store is known to hold everything they depend on:
+A transaction on day D gets, per terminal and whole-day window (`models.features`): over the days
+[D - delay - N, D - delay) (N = 1, 7, 30; delay = the label delay) the transaction count and the share
+confirmed fraud by a label known before day D; over the days [D - 1 - N, D - 1) (N = 7, 28) the frauds
+known before day D and their share (`sql/30_features/terminal_risk_as_of.sql` is the same definition in
+SQL; the tests check they agree). The inputs are the store's two daily aggregates,
+`terminal_daily_transactions` and `terminal_daily_frauds`: the flow does not ask the store per
+micro-batch; a thread per process follows their changes (`flows.store_changes`: a change log on
+PostgreSQL, `SUBSCRIBE` on Materialize) and the store's progress, and the features of every terminal as
+of day D are computed once, in arrays, when the store is known to hold everything they depend on:
 
 - every label with ts < D (each `labels` partition has ingested an event at or after D, or is quiet:
   read to Kafka's end offset, with nothing new for `store_idle_s`), and
-- every transaction of a day < D - delay (the same rule on `transactions`).
+- every transaction of a day < D - 1 (each `transactions` partition has ingested an event at or after
+  day D - 1 plus the allowed lateness, after which no event of an earlier day is accepted; or is quiet).
 
 So any replay, at any speed, gives the same features. While the store is down or behind, the tables
 already computed stay usable, and callers decide how long to wait (`flows.terminal_stage`).
@@ -23,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from confluent_kafka import TopicPartition
@@ -30,7 +33,12 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from flows import metrics
 from flows.store_changes import Change, ChangeFeed, Progress, open_feed
-from models.features import TERMINAL_WINDOWS_DAYS
+from models.features import (
+    KNOWN_FRAUD_LAG_DAYS,
+    KNOWN_FRAUD_WINDOWS_DAYS,
+    TERMINAL_LABEL_FEATURES,
+    TERMINAL_WINDOWS_DAYS,
+)
 from streamguard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,9 +46,10 @@ log = logging.getLogger(__name__)
 DAY_US = 86_400_000_000
 ALL_DAYS = 1 << 40
 """`ready_day` when every source partition is quiet: any day's features are complete for now."""
-TERMINAL_FEATURES = tuple(f"term_{kind}_{d}d" for d in TERMINAL_WINDOWS_DAYS for kind in ("n", "fraud_rate"))
+TERMINAL_FEATURES = TERMINAL_LABEL_FEATURES
 _RETRY_S = 5.0
-_KEEP_DAYS = max(TERMINAL_WINDOWS_DAYS) + 5
+_KEEP_DAYS = 5
+"""Days kept beyond the longest window's reach (the flow moves forward; lateness is far below a day)."""
 _KEEP_TABLES = 3
 
 
@@ -64,12 +73,30 @@ class LabelTable:
         return padded[rows]
 
 
+class DayWindow(NamedTuple):
+    """Whole days [D - lag - days, D - lag) of a terminal's transactions, for a transaction on day D."""
+
+    lag: int
+    days: int
+    counts_frauds: bool
+    """The first column is the known frauds (else the transaction count); the second is always the rate."""
+
+
+def day_windows(delay_days: int) -> tuple[DayWindow, ...]:
+    """The windows behind `TERMINAL_FEATURES`, in its order, for a label delay."""
+    return (
+        *(DayWindow(delay_days, d, False) for d in TERMINAL_WINDOWS_DAYS),
+        *(DayWindow(KNOWN_FRAUD_LAG_DAYS, d, True) for d in KNOWN_FRAUD_WINDOWS_DAYS),
+    )
+
+
 class TerminalLabelState:
     """Daily transaction counts and known frauds per terminal, from the store's changes; not thread-safe."""
 
-    def __init__(self, delay_days: int, windows: Sequence[int] = TERMINAL_WINDOWS_DAYS) -> None:
-        self.delay = delay_days
-        self.windows = tuple(sorted(windows))
+    def __init__(self, delay_days: int) -> None:
+        self.windows = day_windows(delay_days)
+        self.reach = max(w.lag + w.days for w in self.windows)
+        """How many days before D the oldest window starts."""
         self.index: dict[str, int] = {}
         self._counts: dict[int, np.ndarray] = {}
         self._frauds: dict[tuple[int, int, int], int] = {}
@@ -105,27 +132,29 @@ class TerminalLabelState:
     def table(self, day: int) -> LabelTable:
         """Compute every known terminal's features as of `day` (days since the epoch)."""
         n_rows = len(self.index)
-        end = day - self.delay
-        counts = np.zeros((len(self.windows), n_rows), np.int64)
-        frauds = np.zeros((len(self.windows), n_rows), np.int64)
-        for d in range(end - self.windows[-1], end):
+        # Per day of the reach: every terminal's count, and its frauds known before `day`.
+        first = day - self.reach
+        counts = np.zeros((self.reach, n_rows), np.int64)
+        frauds = np.zeros((self.reach, n_rows), np.int64)
+        for d in range(first, day):
             got = self._counts.get(d)
-            if got is None:
-                continue
-            got = got[:n_rows]
-            for w, length in enumerate(self.windows):
-                if d >= end - length:
-                    counts[w, : len(got)] += got
+            if got is not None:
+                got = got[:n_rows]
+                counts[d - first, : len(got)] = got
         for (row, d, known), n in self._frauds.items():
-            if known < day and end - self.windows[-1] <= d < end and row < n_rows:
-                for w, length in enumerate(self.windows):
-                    if d >= end - length:
-                        frauds[w, row] += n
+            if known < day and first <= d < day and row < n_rows:
+                frauds[d - first, row] += n
+        counts_upto = np.vstack([np.zeros((1, n_rows), np.int64), np.cumsum(counts, axis=0)])
+        frauds_upto = np.vstack([np.zeros((1, n_rows), np.int64), np.cumsum(frauds, axis=0)])
         values = np.empty((n_rows, 2 * len(self.windows)))
         with np.errstate(divide="ignore", invalid="ignore"):
-            for w in range(len(self.windows)):
-                values[:, 2 * w] = counts[w]
-                values[:, 2 * w + 1] = np.where(counts[w] > 0, frauds[w] / counts[w], 0.0)
+            for w, window in enumerate(self.windows):
+                hi = self.reach - window.lag
+                lo = hi - window.days
+                n = counts_upto[hi] - counts_upto[lo]
+                f = frauds_upto[hi] - frauds_upto[lo]
+                values[:, 2 * w] = f if window.counts_frauds else n
+                values[:, 2 * w + 1] = np.where(n > 0, f / n, 0.0)
         return LabelTable(day, self.index, values)
 
     def forget_before(self, day: int) -> None:
@@ -220,6 +249,9 @@ class LabelFeatures:
         self._settings = settings
         self._feed = feed
         self._state = TerminalLabelState(settings.label_delay_days)
+        self._lag_days = min(w.lag for w in self._state.windows)
+        """Day D's features need every transaction of the days before D - this."""
+        self._lateness_us = int(settings.allowed_lateness_s * 1_000_000)
         self._lock = threading.Lock()
         self._tables: dict[int, LabelTable] = {}
         self._quiet = _Quiet(settings)
@@ -347,7 +379,7 @@ class LabelFeatures:
                             del self._tables[old]
                         # Counts older than the longest window behind the newest day asked for serve no table
                         # to come (the flow moves forward in event time; lateness is far below a few days).
-                        self._state.forget_before(day - self._settings.label_delay_days - _KEEP_DAYS)
+                        self._state.forget_before(day - self._state.reach - _KEEP_DAYS)
         return found
 
     def newest_before(self, day: int) -> LabelTable | None:
@@ -423,24 +455,26 @@ class LabelFeatures:
                 parts.append((max_event, partition, 0 if p is None else p.next_offset))
             if not parts:  # the topic is missing or the broker does not answer: nothing is known
                 return
+            # A transaction partition still accepts events up to the allowed lateness behind its newest.
+            behind = self._lateness_us if source == "transactions" else 0
             lowest = min(parts)[0]
-            safe_marks.append(None if lowest < 0 else lowest // DAY_US)
+            safe_marks.append(None if lowest < 0 else (lowest - behind) // DAY_US)
             # Past the lowest partition, skip the quiet ones (lowest first) up to the first that is not.
             watermark: int | None = ALL_DAYS * DAY_US
             for max_event, partition, next_offset in sorted(parts):
                 at = self._quiet(topic, partition, next_offset, now)
                 if at is None:
-                    watermark = None if max_event < 0 else max_event
+                    watermark = None if max_event < 0 else max_event - behind
                     break
                 confirmed = min(confirmed, at)
                 basis[(topic, partition)] = self._quiet.end(topic, partition)
             quiet_marks.append(None if watermark is None else watermark // DAY_US)
-        delay = self._settings.label_delay_days
+        lag = self._lag_days
         if None not in safe_marks:
-            safe = min(safe_marks[0], safe_marks[1] + delay)
+            safe = min(safe_marks[0], safe_marks[1] + lag)
             if self.safe_day is None or safe > self.safe_day:
                 self.safe_day = safe
                 metrics.LABEL_FEATURES_DAY.set(safe)
         if None not in quiet_marks:
-            self._quiet_ready = (min(quiet_marks[0], quiet_marks[1] + delay, ALL_DAYS), confirmed)
+            self._quiet_ready = (min(quiet_marks[0], quiet_marks[1] + lag, ALL_DAYS), confirmed)
             self._quiet_basis = basis

@@ -12,7 +12,10 @@ reader starts after what the store already holds, so a restart never writes a ro
 
 Refused messages: invalid labels and decisions go to `dead_letters` from here (no other flow reads them);
 invalid transactions are skipped here (the scoring flow dead-letters them) but still count as read, so a
-partition that ends in a bad message does not hold back the freshness watermark. A label stamped more
+partition that ends in a bad message does not hold back the freshness watermark. So are transactions
+older than their partition's newest by more than the allowed lateness, which the scoring flow sends to
+the late topic: the store holds the transactions the flow accepted, and a day's counts stop changing once
+every partition has passed it by the lateness (`flows.label_features` relies on that). A label stamped more
 than `max_future_s` after its Kafka timestamp is refused like any invalid one: it would otherwise make
 the store look fresh for days to come. If PostgreSQL goes away, the writer waits and reconnects; it
 never crashes the flow.
@@ -23,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import bytewax.operators as op
 import msgspec
@@ -110,11 +113,16 @@ def _canonical(
 
 
 class _Reader(StatefulSourcePartition[StoreBatch, int]):
-    def __init__(self, settings: Settings, source: str, partition: int, start: int) -> None:
+    def __init__(
+        self, settings: Settings, source: str, partition: int, start: int, newest: datetime | None = None
+    ) -> None:
         self._settings = settings
         self._source, self._topic, self._partition = source, settings.topic(source), partition
         self._max_future_us = int(settings.max_future_s * 1e6)
         self._next = start
+        self._lateness = timedelta(seconds=settings.allowed_lateness_s)
+        self._newest = newest
+        """The newest event time accepted from the partition (the store's progress holds it across restarts)."""
         self._consumer = Consumer(
             {
                 **settings.kafka_config(),
@@ -158,6 +166,11 @@ class _Reader(StatefulSourcePartition[StoreBatch, int]):
                     )
                 continue
             data, event_time = got
+            if self._source == "transactions" and self._newest is not None:
+                if event_time < self._newest - self._lateness:
+                    continue  # the scoring flow sends it to the late topic (and counts it)
+            if self._newest is None or event_time > self._newest:
+                self._newest = event_time
             batch.data.append(data.decode())
             batch.offsets.append(offset)
             batch.stamps.append(datetime.fromtimestamp(sent_us / 1e6, UTC))
@@ -205,19 +218,23 @@ class StoreSource(FixedPartitionedSource[StoreBatch, int]):
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Reader:
         """Start after both the snapshot and what the store already holds (rows and progress are atomic)."""
         source, partition = for_part.split("/")
-        stored = _stored_offset(self._settings, source, int(partition))
-        return _Reader(self._settings, source, int(partition), max(resume_state or 0, stored))
+        stored, newest = _stored_progress(self._settings, source, int(partition))
+        return _Reader(self._settings, source, int(partition), max(resume_state or 0, stored), newest)
 
 
-def _stored_offset(settings: Settings, source: str, partition: int) -> int:
+def _stored_progress(settings: Settings, source: str, partition: int) -> tuple[int, datetime | None]:
+    """The store's next offset and newest event time for a partition (0 and None when it has none)."""
     while True:
         try:
             with connect(settings) as conn:
                 row = conn.execute(
-                    'SELECT next_offset FROM source_progress WHERE source = %s AND "partition" = %s',
+                    'SELECT next_offset, max_event_ts FROM source_progress WHERE source = %s AND "partition" = %s',
                     (source, partition),
                 ).fetchone()
-            return row[0] if row else 0
+            if row is None:
+                return 0, None
+            newest = row[1] if row[1] is not None and row[1].year > 1970 else None
+            return row[0], newest
         except psycopg.OperationalError as exc:
             log.warning("SQL store unavailable (%s); the mirror waits for it", exc)
             time.sleep(_RETRY_S)

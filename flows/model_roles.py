@@ -4,7 +4,9 @@ The registry names the current model (champion), an optional shadow (scored on e
 decision, never acted on) and an optional canary (acts on a fixed share of transactions, chosen by a hash
 of the transaction id so the same transaction always takes the same route). Changes are picked up between
 batches, so a batch is scored by one set of models and every decision names the version that acted.
-A model whose feature list differs from what the flow serves is refused: the flow keeps what it has.
+A model trained on some of the served features (an older model, after a feature was added) scores on its
+own columns, picked from the served matrix by name; a model that needs a feature the flow does not serve is
+refused, and the flow keeps what it has.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from models.explain import explain_flagged
 from models.features import FEATURE_NAMES
-from models.registry import Registry, check_feature_names
+from models.registry import FeatureMismatchError, ModelVersion, Registry
 from models.scorer import Scorer
 from streamguard.settings import Settings
 
@@ -25,6 +27,38 @@ log = logging.getLogger(__name__)
 
 _CHECK_EVERY_S = 2.0
 _GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing: spreads consecutive ids evenly over [0, 1)
+
+
+class ServedModel:
+    """A loaded model and the served columns it reads (None: all of them, in order)."""
+
+    __slots__ = ("columns", "scorer", "version")
+
+    def __init__(self, version: str, scorer: Scorer, columns: np.ndarray | None) -> None:
+        self.version = version
+        self.scorer = scorer
+        self.columns = columns
+
+    def inputs(self, x: np.ndarray) -> np.ndarray:
+        """The model's own columns of a served feature matrix."""
+        return x if self.columns is None else x[:, self.columns]
+
+
+def served_columns(version: ModelVersion, served=FEATURE_NAMES) -> np.ndarray | None:
+    """Return where the model's features sit among the served ones (None when they are the same list).
+
+    Raises FeatureMismatchError naming the features the model needs and the flow does not serve.
+    """
+    names = version.feature_names
+    if names == tuple(served):
+        return None
+    missing = [n for n in names if n not in served]
+    if missing:
+        raise FeatureMismatchError(
+            f"model {version.version} needs features the flow does not serve: {missing} "
+            f"(served: {list(served)})"
+        )
+    return np.array([served.index(n) for n in names], dtype=np.intp)
 
 
 @dataclass
@@ -51,7 +85,7 @@ class ModelRoles:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._registry = Registry(settings.registry_dir)
-        self._loaded: dict[str, tuple[str, Scorer] | None] = {"current": None, "shadow": None, "canary": None}
+        self._loaded: dict[str, ServedModel | None] = {"current": None, "shadow": None, "canary": None}
         self._refused: set[str] = set()
         self._share = 0.0
         self._next_check = 0.0
@@ -61,11 +95,11 @@ class ModelRoles:
     def champion_version(self) -> str | None:
         """The version of the current model, if any."""
         loaded = self._loaded["current"]
-        return loaded[0] if loaded else None
+        return loaded.version if loaded else None
 
     def _load(self, role: str, version: str | None) -> None:
         loaded = self._loaded[role]
-        if (loaded[0] if loaded else None) == version or version in self._refused:
+        if (loaded.version if loaded else None) == version or version in self._refused:
             return
         if version is None:
             self._loaded[role] = None
@@ -73,19 +107,29 @@ class ModelRoles:
             return
         try:
             booster, mv = self._registry.load(version)
-            check_feature_names(mv, FEATURE_NAMES)
+            columns = served_columns(mv)
             scorer = Scorer(
                 booster,
-                FEATURE_NAMES,
+                mv.feature_names,
                 device=self._settings.scorer_device,
                 threads=self._settings.scorer_threads or None,
             )
         except Exception:  # noqa: BLE001 - a bad model must not stop scoring
             self._refused.add(version)
-            log.exception("refusing model %s as %s; keeping %s", version, role, loaded[0] if loaded else None)
+            log.exception(
+                "refusing model %s as %s; keeping %s", version, role, loaded.version if loaded else None
+            )
             return
-        self._loaded[role] = (version, scorer)
-        log.warning("%s model is now %s (on %s)", role, version, scorer.device)
+        self._loaded[role] = ServedModel(version, scorer, columns)
+        log.warning(
+            "%s model is now %s (on %s)%s",
+            role,
+            version,
+            scorer.device,
+            ""
+            if columns is None
+            else f", reading {len(columns)} of the {len(FEATURE_NAMES)} served features",
+        )
 
     def refresh(self) -> None:
         """Apply registry changes (read at most every 2 s); call only between batches."""
@@ -117,8 +161,9 @@ class ModelRoles:
         if champion is None:
             return ScoredBatch([None] * n, [None] * n, ["champion"] * n, None, [None] * n, [None] * n)
         slow = np.ones(n, bool) if fast is None else ~fast
-        scores = champion[1].score(x)
-        versions = np.full(n, champion[0], dtype=object)
+        xc = champion.inputs(x)
+        scores = champion.scorer.score(xc)
+        versions = np.full(n, champion.version, dtype=object)
         variants = np.full(n, "champion", dtype=object)
         explanations: list[dict[str, float] | None] = [None] * n
         canary = self._loaded["canary"]
@@ -128,17 +173,20 @@ class ModelRoles:
         threshold = self._settings.review_threshold
         # Explanations come from the model that acted on the row, only for rows at or above review.
         kept = np.setdiff1d(np.flatnonzero(slow), routed)
-        for i, e in zip(kept, explain_flagged(champion[1], x[kept], scores[kept], threshold), strict=True):
+        for i, e in zip(
+            kept, explain_flagged(champion.scorer, xc[kept], scores[kept], threshold), strict=True
+        ):
             explanations[i] = e
         if routed.size:
-            canary_scores = canary[1].score(x[routed])
+            xr = canary.inputs(x[routed])
+            canary_scores = canary.scorer.score(xr)
             scores[routed] = canary_scores
-            versions[routed] = canary[0]
+            versions[routed] = canary.version
             variants[routed] = "canary"
-            explained = routed[slow[routed]]
+            explained = slow[routed]
             for i, e in zip(
-                explained,
-                explain_flagged(canary[1], x[explained], scores[explained], threshold),
+                routed[explained],
+                explain_flagged(canary.scorer, xr[explained], canary_scores[explained], threshold),
                 strict=True,
             ):
                 explanations[i] = e
@@ -146,13 +194,13 @@ class ModelRoles:
         shadow_scores: list[float | None] = [None] * n
         if shadow:
             on = np.flatnonzero(slow)
-            for i, v in zip(on.tolist(), shadow[1].score(x[on]).tolist(), strict=True):
+            for i, v in zip(on.tolist(), shadow.scorer.score(shadow.inputs(x[on])).tolist(), strict=True):
                 shadow_scores[i] = v
         return ScoredBatch(
             scores.tolist(),
             versions.tolist(),
             variants.tolist(),
-            shadow[0] if shadow else None,
+            shadow.version if shadow else None,
             shadow_scores,
             explanations,
         )

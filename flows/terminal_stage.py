@@ -36,14 +36,14 @@ from flows.placement import worker_of
 from flows.rolling.state import RollingState
 from flows.transaction_source import Progress, ReadBatch
 from flows.txn_rows import COLUMN, DEADLINE, OUT_OF_ORDER, STORE, TxnRows
-from models.features import TERMINAL_RECENT_WINDOWS
+from models.features import TERMINAL_LABEL_FEATURES, TERMINAL_RECENT_WINDOWS
 from streamguard.events import DeadLetter
 from streamguard.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_VERSION = 1
-_LABEL_COLUMNS = [COLUMN[f"term_{kind}_{d}d"] for d in (1, 7, 30) for kind in ("n", "fraud_rate")]
+_LABEL_COLUMNS = [COLUMN[name] for name in TERMINAL_LABEL_FEATURES]
 _RECENT = [suffix for suffix, _ in TERMINAL_RECENT_WINDOWS]
 _RECENT_COLUMNS = {
     kind: [COLUMN[f"term_recent_{kind}_{s}"] for s in _RECENT] for kind in ("n", "mean", "max")

@@ -24,6 +24,14 @@ TERMINAL_RECENT_WINDOWS: tuple[tuple[str, int], ...] = (("1h", 3_600), ("1d", 86
 event included, over every card's transactions at the terminal (in the flow's cross-partition order)."""
 TERMINAL_WINDOWS_DAYS = (1, 7, 30)
 """Windows (whole days, ending `label_delay_days` before the transaction's day) of the terminal features."""
+KNOWN_FRAUD_WINDOWS_DAYS = (7, 28)
+"""Windows (whole days, ending `KNOWN_FRAUD_LAG_DAYS` before the transaction's day) of the terminal's known
+frauds: the frauds among its transactions of those days whose label was known before the transaction's day.
+Unlike the windows above they do not wait a fixed label delay: a bank knows most frauds within days, and a
+terminal that has just been used for fraud is the strongest sign it is used again."""
+KNOWN_FRAUD_LAG_DAYS = 1
+"""The known-fraud windows end a day before the transaction's day: that day's transactions are all in (by
+the allowed lateness) within an hour of its end, so serving never waits for the store at midnight."""
 
 FEATURE_NAMES: tuple[str, ...] = (
     "amount",
@@ -39,8 +47,13 @@ FEATURE_NAMES: tuple[str, ...] = (
     ),
     "term_secs_since_prev",
     *(f"term_{kind}_{d}d" for d in TERMINAL_WINDOWS_DAYS for kind in ("n", "fraud_rate")),
+    *(f"term_known_{kind}_{d}d" for d in KNOWN_FRAUD_WINDOWS_DAYS for kind in ("frauds", "fraud_rate")),
 )
 """Model input columns, in order. Missing values are NaN (XGBoost's native missing)."""
+TERMINAL_LABEL_FEATURES: tuple[str, ...] = tuple(
+    n for n in FEATURE_NAMES if n.startswith(("term_n_", "term_fraud_", "term_known_"))
+)
+"""The terminal features built from labels (whole days, from the SQL store), in `FEATURE_NAMES` order."""
 
 
 def to_matrix(rows: Sequence[Mapping[str, float | None]], names: Sequence[str] = FEATURE_NAMES) -> np.ndarray:

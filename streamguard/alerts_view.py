@@ -19,7 +19,12 @@ from typing import TextIO
 import msgspec
 from confluent_kafka import Consumer, TopicPartition
 
-from models.features import CUSTOMER_WINDOWS, TERMINAL_RECENT_WINDOWS, TERMINAL_WINDOWS_DAYS
+from models.features import (
+    CUSTOMER_WINDOWS,
+    KNOWN_FRAUD_WINDOWS_DAYS,
+    TERMINAL_RECENT_WINDOWS,
+    TERMINAL_WINDOWS_DAYS,
+)
 from streamguard.events import Decision
 from streamguard.settings import Settings
 
@@ -49,6 +54,10 @@ def _feature_words() -> dict[str, str]:
         span = f"{days} day{'s' if days > 1 else ''}, a week back"
         words[f"term_n_{days}d"] = f"the terminal's transactions over {span}"
         words[f"term_fraud_rate_{days}d"] = f"the terminal's fraud rate over {span} (labels known then)"
+    for days in KNOWN_FRAUD_WINDOWS_DAYS:
+        span = f"the {days} days before yesterday"
+        words[f"term_known_frauds_{days}d"] = f"frauds known at the terminal over {span}"
+        words[f"term_known_fraud_rate_{days}d"] = f"the terminal's known fraud rate over {span}"
     return words
 
 

@@ -5,8 +5,9 @@
 Materialize cannot run on our machines, so no test executes the Materialize-only SQL. Pointed at a real
 Materialize and a Kafka it can reach (STREAMGUARD_KAFKA_BOOTSTRAP and the SASL settings), this checks the
 version, applies `sql/` with `--target materialize` into a throwaway schema and topic prefix, produces a few
-hand-checked events, waits until the sources hold them, and checks that the flow's own lookup SQL returns
-the expected features, that the lookup is served from an index, and that the people, training and
+hand-checked events, waits until the sources hold them, and checks that the flow's own change feed
+(`SUBSCRIBE`, `flows.store_changes`) yields the expected features, that a lookup by terminal is served
+from an index, that `terminal_risk_as_of` agrees, and that the people, training and
 monitoring views answer. It drops the schema and the topics afterwards (the two clusters stay: they are
 shared). Exit status 0 when it passed or was skipped (the output says SKIPPED), 1 when it failed.
 """
@@ -32,7 +33,8 @@ from streamguard.topics import ensure_topics
 AS_OF = date(2026, 3, 10)
 # Terminal T1: two transactions on 03-01, one on 03-02; the first is a fraud known on 03-04. As of 03-10 with
 # the 7-day delay: 1-day window [03-02, 03-03) has 1 transaction, 0 frauds; the 7- and 30-day windows have
-# 3 transactions, 1 fraud.
+# 3 transactions, 1 fraud. Known-fraud windows (ending a day back): 7 days [03-02, 03-09) hold transaction 3
+# only (no fraud); 28 days hold all 3 and the fraud.
 TRANSACTIONS = [
     (1, "2026-03-01T10:00:00Z", "C1", "T1", 10.0),
     (2, "2026-03-01T23:59:59Z", "C2", "T1", 20.0),
@@ -47,7 +49,8 @@ PEOPLE_VIEWS = (
     "model_daily_metrics",
     "shadow_daily_comparison",
 )
-EXPECTED_LOOKUP = ("T1", AS_OF, 1, 0, 3, 1, 3, 1)  # terminal, day, n_1, f_1, n_7, f_7, n_30, f_30
+EXPECTED_FEATURES = (1.0, 0.0, 3.0, 1 / 3, 3.0, 1 / 3, 0.0, 0.0, 1.0, 1 / 3)
+"""T1's label features as of AS_OF, in `flows.label_features.TERMINAL_FEATURES` order."""
 
 
 def _say(status: str, what: str) -> None:
@@ -90,15 +93,23 @@ def _wait_ingested(conn: psycopg.Connection, timeout_s: float = 180.0) -> None:
 
 def _checks(conn: psycopg.Connection, settings: Settings) -> list[tuple[str, Callable[[], str | None]]]:
     """Return (name, check) pairs; a check returns None when it passes, else what went wrong."""
-    from flows.terminal_features import _lookup_sql
+    from flows.label_features import TERMINAL_FEATURES, TerminalLabelState
+    from flows.store_changes import open_feed
 
-    from models.features import TERMINAL_WINDOWS_DAYS
-
-    def flow_lookup() -> str | None:
-        params = {"terminals": ["T1"], "days": [AS_OF], "delay": settings.label_delay_days}
-        rows = conn.execute(_lookup_sql(TERMINAL_WINDOWS_DAYS), params).fetchall()
-        got = tuple(rows[0]) if len(rows) == 1 else rows
-        return None if got == EXPECTED_LOOKUP else f"got {got}, expected {EXPECTED_LOOKUP}"
+    def flow_feed() -> str | None:
+        state = TerminalLabelState(settings.label_delay_days)
+        feed = open_feed(settings)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                changes, progress = feed.poll()
+                state.apply(changes)
+                got = tuple(state.table((AS_OF - date(1970, 1, 1)).days).lookup(["T1"])[0])
+                if all(abs(a - b) < 1e-12 for a, b in zip(got, EXPECTED_FEATURES, strict=True)):
+                    return None
+            return f"got {got}, expected {EXPECTED_FEATURES}"
+        finally:
+            feed.close()
 
     def index_lookup() -> str | None:
         explain = "EXPLAIN SELECT * FROM terminal_daily_transactions WHERE terminal_id = 'T1'::text"
@@ -107,11 +118,13 @@ def _checks(conn: psycopg.Connection, settings: Settings) -> list[tuple[str, Cal
 
     def as_of_view() -> str | None:
         row = conn.execute(
-            "SELECT term_n_7d, term_fraud_rate_7d FROM terminal_risk_as_of WHERE terminal_id = 'T1' "
-            "AND as_of_day = %s",
+            sql.SQL("SELECT {} FROM terminal_risk_as_of WHERE terminal_id = 'T1' AND as_of_day = %s").format(
+                sql.SQL(", ").join(map(sql.Identifier, TERMINAL_FEATURES))
+            ),
             (AS_OF,),
         ).fetchone()
-        return None if row is not None and row[0] == 3 and abs(row[1] - 1 / 3) < 1e-12 else f"got {row}"
+        ok = row is not None and all(abs(a - b) < 1e-12 for a, b in zip(row, EXPECTED_FEATURES, strict=True))
+        return None if ok else f"got {row}, expected {EXPECTED_FEATURES}"
 
     def freshness() -> str | None:
         rows = conn.execute("SELECT source, partition, next_offset FROM source_progress").fetchall()
@@ -125,7 +138,7 @@ def _checks(conn: psycopg.Connection, settings: Settings) -> list[tuple[str, Cal
         return None
 
     return [
-        ("the flow's lookup SQL returns the hand-checked features", flow_lookup),
+        ("the flow's change feed gives the hand-checked features", flow_feed),
         ("a lookup by terminal_id is served from the index", index_lookup),
         ("terminal_risk_as_of gives what the flow serves", as_of_view),
         ("source_progress reports both sources with integer offsets", freshness),

@@ -28,6 +28,7 @@ from pipeline_harness import (
     wait_for_decisions,
 )
 
+from models.features import TERMINAL_LABEL_FEATURES
 from models.protocol import evaluate
 from models.training_job import run_training
 from streamguard.replay import replay
@@ -171,7 +172,8 @@ def test_terminal_activity_features_equal_an_independent_pandas_computation(pipe
 
 
 def _terminal_expected(txns: pd.DataFrame, labels: pd.DataFrame, known_before_day: bool) -> pd.DataFrame:
-    """Per (terminal, day): counts and known-fraud rates over day windows ending DELAY days before."""
+    """Per (terminal, day): counts and known-fraud rates over day windows ending DELAY days before, and
+    known frauds and their rate over windows ending a day before."""
     origin = txns["ts"].min().floor("D")
     day = ((txns["ts"] - origin) // pd.Timedelta(days=1)).to_numpy()
     terminals, term_idx = np.unique(txns["terminal_id"].to_numpy(), return_inverse=True)
@@ -188,13 +190,20 @@ def _terminal_expected(txns: pd.DataFrame, labels: pd.DataFrame, known_before_da
             d if known_before_day else d + 1
         )  # labels known before the day starts (or, leaky, by its end)
         feats = {"terminal_id": terminals[t], "day": origin + pd.Timedelta(days=d)}
-        for n in (1, 7, 30):
-            lo, hi = max(0, d - DELAY - n), max(0, d - DELAY)
+        for lag, n, name in [
+            (DELAY, 1, "n"),
+            (DELAY, 7, "n"),
+            (DELAY, 30, "n"),
+            (1, 7, "known_frauds"),
+            (1, 28, "known_frauds"),
+        ]:
+            lo, hi = max(0, d - lag - n), max(0, d - lag)
             count = int(counts[t, lo:hi].sum())
             in_window = at & (day >= lo) & (day < hi)
             frauds = int((known_day[in_window] < cutoff).sum())
-            feats[f"term_n_{n}d"] = float(count)
-            feats[f"term_fraud_rate_{n}d"] = frauds / count if count else 0.0
+            rate = "fraud_rate" if name == "n" else "known_fraud_rate"
+            feats[f"term_{name}_{n}d"] = float(count if name == "n" else frauds)
+            feats[f"term_{rate}_{n}d"] = frauds / count if count else 0.0
         rows.append(feats)
     return pd.DataFrame(rows)
 
@@ -206,7 +215,7 @@ def test_terminal_features_follow_the_label_delay_rule_and_leak_no_label(pipelin
         .merge(txns[["transaction_id", "terminal_id", "ts"]], on="transaction_id")
         .assign(day=lambda f: f["ts"].dt.floor("D"))
     )
-    cols = [f"term_{k}_{n}d" for n in (1, 7, 30) for k in ("n", "fraud_rate")]
+    cols = list(TERMINAL_LABEL_FEATURES)
     expected = _terminal_expected(txns, labels, known_before_day=True)
     merged = served.merge(expected, on=["terminal_id", "day"], suffixes=("", "_expected"))
     assert len(merged) == len(served)
@@ -217,7 +226,8 @@ def test_terminal_features_follow_the_label_delay_rule_and_leak_no_label(pipelin
     leaky = _terminal_expected(txns, labels, known_before_day=False)
     leaky_merged = served.merge(leaky, on=["terminal_id", "day"], suffixes=("", "_leaky"))
     assert sum((leaky_merged[c] != leaky_merged[f"{c}_leaky"]).sum() for c in cols) > 0
-    assert (merged["term_fraud_rate_30d"] > 0).sum() > 100  # the feature carries signal at all
+    assert (merged["term_fraud_rate_30d"] > 0).sum() > 100  # the features carry signal at all
+    assert (merged["term_known_frauds_7d"] > 0).sum() > 100
 
 
 def test_malformed_messages_go_to_the_dead_letter_topic_with_reason_and_bytes(pipeline):

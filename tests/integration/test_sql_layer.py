@@ -21,7 +21,7 @@ from psycopg import sql
 
 from flows.label_features import TERMINAL_FEATURES, TerminalLabelState
 from flows.store_changes import PostgresChangeLog
-from models.features import TERMINAL_WINDOWS_DAYS
+from models.features import KNOWN_FRAUD_LAG_DAYS, KNOWN_FRAUD_WINDOWS_DAYS, TERMINAL_WINDOWS_DAYS
 from streamguard.sql_text import normalise_type
 from streamguard.sqlstore import (
     SQL_DIR,
@@ -230,17 +230,22 @@ def test_terminal_risk_as_of_answers_hand_checked_questions(store):
     got = _rows(store, query, (days,))
     assert got == [
         # D 03-09: 1-day window [03-01, 03-02): tx 1, 2, tx 1 known 03-04 -> 2, 1/2; 7 and 30 days the same.
-        ("T1", D("2026-03-09"), 7, 2, 0.5, 2, 0.5, 2, 0.5),
+        # Known-fraud windows, [D-8, D-1) and [D-29, D-1): tx 1, 2, 3, 8, 4; only tx 1 known before 03-09.
+        ("T1", D("2026-03-09"), 7, 2, 0.5, 2, 0.5, 2, 0.5, 1, 0.2, 1, 0.2),
         # D 03-10: 1-day [03-02, 03-03): tx 3, 8; tx 3 known 03-09 < 03-10 -> 2, 1/2. 7-day [02-24, 03-03):
         # 4 transactions, frauds tx 1, 3 -> 2/4.
-        ("T1", D("2026-03-10"), 7, 2, 0.5, 4, 0.5, 4, 0.5),
+        # Known: 7 days [03-02, 03-09) tx 3, 8, 4 with tx 3 -> 1, 1/3; 28 days also tx 1, 2 -> 2, 2/5.
+        ("T1", D("2026-03-10"), 7, 2, 0.5, 4, 0.5, 4, 0.5, 1, 1 / 3, 2, 0.4),
         # D 03-13: 1-day [03-05, 03-06): tx 4, its label only on 03-20 -> 1, 0. 7-day [02-27, 03-06): 5, 2/5.
-        ("T1", D("2026-03-13"), 7, 1, 0.0, 5, 0.4, 5, 0.4),
+        # Known: 7 days [03-05, 03-12) tx 4, 6, no fraud known yet; 28 days 6 transactions, tx 1, 3 -> 2/6.
+        ("T1", D("2026-03-13"), 7, 1, 0.0, 5, 0.4, 5, 0.4, 0, 0.0, 2, 2 / 6),
         # D 03-20: 1-day [03-12, 03-13): none -> 0, 0. 7-day [03-06, 03-13): tx 6 -> 1, 0. 30-day: 6
         # transactions; tx 4's label known on 03-20 itself does not count yet -> 2/6.
-        ("T1", D("2026-03-20"), 7, 0, 0.0, 1, 0.0, 6, 2 / 6),
+        # Known: 7 days [03-12, 03-19) empty; 28 days as on 03-13 (tx 4's label still not before the day).
+        ("T1", D("2026-03-20"), 7, 0, 0.0, 1, 0.0, 6, 2 / 6, 0, 0.0, 2, 2 / 6),
         # D 03-21: now tx 4's label is from before the day -> 3/6.
-        ("T1", D("2026-03-21"), 7, 0, 0.0, 1, 0.0, 6, 0.5),
+        # Known: 7 days [03-13, 03-20) empty (tx 7 is on 03-20); 28 days 3 frauds of 6.
+        ("T1", D("2026-03-21"), 7, 0, 0.0, 1, 0.0, 6, 0.5, 0, 0.0, 3, 0.5),
     ]
 
 
@@ -272,7 +277,7 @@ def _assert_as_of_equals_the_flow(settings, delay: int) -> None:
         assert feats == flow[key], key
     # Outside the view's days (before a terminal's first transaction, after its windows empty, unknown
     # terminals) the flow serves zeros, as the view documents.
-    assert all(feats == (0.0,) * 6 for key, feats in flow.items() if key not in view)
+    assert all(feats == (0.0,) * len(TERMINAL_FEATURES) for key, feats in flow.items() if key not in view)
 
 
 def test_terminal_risk_as_of_is_exactly_what_the_flow_serves(store):
@@ -297,12 +302,15 @@ def _brute_force(terminal: str, as_of: date, delay: int, known_before_day: bool)
             )
     cutoff = datetime.combine(as_of + timedelta(days=0 if known_before_day else 1), dtime(0), tzinfo=UTC)
     feats: list[float] = []
-    for n_days in TERMINAL_WINDOWS_DAYS:
-        lo, hi = as_of - timedelta(days=delay + n_days), as_of - timedelta(days=delay)
+    windows = [(delay, n, False) for n in TERMINAL_WINDOWS_DAYS]
+    windows += [(KNOWN_FRAUD_LAG_DAYS, n, True) for n in KNOWN_FRAUD_WINDOWS_DAYS]
+    for lag, n_days, counts_frauds in windows:
+        lo, hi = as_of - timedelta(days=lag + n_days), as_of - timedelta(days=lag)
         at_terminal = [t for t in TRANSACTIONS if t[3] == terminal]
         window = [t for t in at_terminal if lo <= datetime.fromisoformat(t[1]).astimezone(UTC).date() < hi]
         frauds = sum(1 for t in window if t[0] in first_fraud and first_fraud[t[0]] < cutoff)
-        feats += [float(len(window)), frauds / len(window) if window else 0.0]
+        rate = frauds / len(window) if window else 0.0
+        feats += [float(frauds if counts_frauds else len(window)), rate]
     return tuple(feats)
 
 
@@ -313,10 +321,15 @@ def test_as_of_features_never_see_a_label_known_on_or_after_the_day(store):
             terminal,
             as_of,
         )
-    # The rule has teeth: counting labels known during the day itself would change an answer (tx 4, labelled
-    # at midnight 03-20, sits in T1's 30-day window on 03-20; the other labels land outside their windows).
+    # The rule has teeth: counting labels known during the day itself would change answers: tx 4, labelled
+    # at midnight 03-20, sits in T1's 30- and 28-day windows on 03-20; tx 1 (known 03-04) and tx 3 (known
+    # 03-09) sit in the known-fraud windows on those very days, which end only a day back.
     leaky = [r for r in rows if tuple(float(v) for v in r[3:]) != _brute_force(r[0], r[1], r[2], False)]
-    assert {(r[0], r[1]) for r in leaky} == {("T1", D("2026-03-20"))}
+    assert {(r[0], r[1]) for r in leaky} == {
+        ("T1", D("2026-03-20")),
+        ("T1", D("2026-03-04")),
+        ("T1", D("2026-03-09")),
+    }
 
 
 def test_terminal_features_have_the_names_the_model_uses(store):
@@ -422,8 +435,11 @@ def test_current_views_follow_the_clock(sg_settings):
         _insert(conn, "transactions_src", [_txn(*t) for t in tx])
         _insert(conn, "labels_src", [_label(tid, "CX", "TX", True, ts) for tid, ts in labels])
     expected = ("TX", 1, 1.0, 2, 0.5, 3, 2 / 3)  # 1 day: a; 7 days: a, b (b not yet known); 30: a, b, c
+    # Known frauds, ending a day back: 7 days [today-8, today-1) hold a and e, fraud a known; 28 days hold
+    # a, b, c, e, frauds a and c known (b only today).
+    known = (1, 0.5, 2, 0.5)
     current = _rows(sg_settings, "SELECT * FROM terminal_risk_current WHERE terminal_id = 'TX'")
-    assert len(current) == 1 and _close(current[0][1:], expected[1:])
+    assert len(current) == 1 and _close(current[0][1:], expected[1:] + known)
     query = "SELECT * FROM terminal_risk_as_of WHERE terminal_id = 'TX' AND as_of_day = %s"
     as_of = _rows(sg_settings, query, (today,))
     assert _close(as_of[0][3:], current[0][1:])  # the temporal-filter view agrees with the as-of view today
@@ -473,3 +489,26 @@ def test_mz_smoke_says_it_was_skipped_unless_pointed_at_materialize(local_stack,
     postgres = _smoke(tmp_path, STREAMGUARD_SQL_URL=local_stack.sql_dsn())
     assert postgres.returncode == 0, postgres.stderr
     assert "mz-smoke: SKIPPED: STREAMGUARD_SQL_URL points at PostgreSQL 16" in postgres.stdout
+
+
+def test_mz_smokes_feature_checks_pass_on_postgres_with_its_events(local_stack, tmp_path):
+    """The smoke's own checks of the flow's change feed and the as-of view, run on PostgreSQL.
+
+    On Materialize they read `SUBSCRIBE`; here the same code reads the PostgreSQL change log, so the
+    hand-checked numbers (and the check code) are exercised even though Materialize is not.
+    """
+    from streamguard import mz_smoke
+
+    settings = local_stack.model_copy(
+        update={"state_dir": tmp_path, "sql_schema": f"smoke_{uuid.uuid4().hex[:8]}", "label_delay_days": 7}
+    )
+    apply_sql(settings)
+    try:
+        with connect(settings) as conn:
+            _insert(conn, "transactions_src", [_txn(*t) for t in mz_smoke.TRANSACTIONS])
+            _insert(conn, "labels_src", [_label(*label) for label in mz_smoke.LABELS])
+            checks = dict(mz_smoke._checks(conn, settings))
+            assert checks["the flow's change feed gives the hand-checked features"]() is None
+            assert checks["terminal_risk_as_of gives what the flow serves"]() is None
+    finally:
+        drop_schema(settings)
