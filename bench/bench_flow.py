@@ -70,8 +70,11 @@ def _bootstrap_model(base: Settings, data: Path, start: date, days: int) -> None
     train = [
         sys.executable, "-m", "streamguard.cli", "train", "--train-start", str(start + timedelta(days=history)),
         "--train-days", str(train_days), "--delay-days", str(delay), "--test-days", str(test_days),
+        "--trees", "300",  # a fixed model size: what is measured is the flow, not the model choice
     ]  # fmt: skip
+    # Every label counts as final (maturity 0): the backlog is days, not the weeks maturity assumes.
     env = {**os.environ, **settings_env(s), "STREAMGUARD_MODEL_DIR": str(base.registry_dir)}
+    env["STREAMGUARD_LABEL_MATURITY_DAYS"] = "0"
     subprocess.run(train, check=True, env=env, stdout=subprocess.DEVNULL)
 
 

@@ -1,0 +1,129 @@
+"""Profile the fraud flow on a backlog with py-spy: where its time goes, by function, before optimising.
+
+    .venv/bin/python bench/profile_flow.py [--days 20 --customers 5000 --workers 1]   (make profile-flow)
+
+Same set-up as `make bench-flow`'s "fraud flow alone" (a stack of its own, a model bootstrapped on the
+served features, the store preloaded by the mirror, recovery off), with `py-spy record` attached to the
+flow for the whole backlog. Writes the collapsed stacks under out/ (speedscope or flamegraph.pl draw them), and prints the
+functions with the most samples: own time (the frame on top) and total (anywhere on the stack), idle
+samples left out, so waits show as the callers that wait.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bench_flow import _bootstrap_model, _fresh, _spawn, _store_holds, _timed
+
+from streamguard.flow_runner import stop_flows
+from streamguard.replay import load_labels, load_transactions, replay
+from streamguard.settings import Settings
+from streamguard.simulate import SimulationConfig, simulate, write_dataset
+from streamguard.stack import LocalStack, free_port
+
+
+def _py_spy() -> str:
+    """py-spy from this environment (`pip install py-spy`), else from PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    found = str(beside) if beside.exists() else shutil.which("py-spy")
+    if found is None:
+        raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy")
+    return found
+
+
+def _summary(collapsed: Path, top: int) -> str:
+    """Own and total samples per function from py-spy's collapsed stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        samples += n
+        own[frames[-1]] += n
+        for f in set(frames):
+            total[f] += n
+    lines = [f"{samples:,} samples (non-idle)", "own time:"]
+    lines += [f"  {100 * n / samples:5.1f}%  {f}" for f, n in own.most_common(top)]
+    lines += ["total (on the stack):"]
+    lines += [f"  {100 * n / samples:5.1f}%  {f}" for f, n in total.most_common(top * 2)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--days", type=int, default=20)
+    parser.add_argument("--customers", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--out", type=Path, default=Path("out"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sg-profile-") as tmp:
+        root = Path(tmp)
+        base = Settings(_env_file=None, state_dir=root / "state", local_kafka_port=free_port(), local_pg_port=free_port(), model_dir=root / "models")  # fmt: skip
+        stack = LocalStack(base)
+        print(f"profile-flow on {platform.node()}: {os.cpu_count()} cores", flush=True)
+        stack.up()
+        try:
+            data = root / "backlog"
+            start = datetime.now(UTC).date() - timedelta(days=args.days + 1)
+            cfg = SimulationConfig(days=args.days, customers=args.customers, terminals=2 * args.customers, start=start, seed=2)  # fmt: skip
+            write_dataset(*simulate(cfg), data)
+            txns, labels = (
+                load_transactions(data / "transactions.parquet"),
+                load_labels(data / "labels.parquet"),
+            )
+            print(f"backlog: {len(txns):,} transactions; bootstrapping a model", flush=True)
+            _bootstrap_model(base, data, start, args.days)
+            s = _fresh(base, "profile")
+            replay(s, txns, labels, progress=False)
+            mirror = _spawn(s, "mirror", "")
+            _store_holds(s, [mirror])
+            stop_flows([mirror])
+            flow = _spawn(s, "fraud", "", workers=args.workers, recovery=False)
+            collapsed = args.out / "profile_flow.txt"
+            spy = subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(flow.pid),
+                    "--format",
+                    "raw",
+                    "-o",
+                    str(collapsed),
+                    "--rate",
+                    "200",
+                    "--subprocesses",
+                ],  # fmt: skip
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            started = time.monotonic()
+            try:
+                rate = _timed(s, len(txns), [flow])
+            finally:
+                stop_flows([flow])
+                spy.wait(60)
+            print(f"fraud flow alone: {rate:,.0f} tx/s steady ({time.monotonic() - started:.0f} s in all)")
+            print(_summary(collapsed, args.top))
+            print(f"collapsed stacks: {collapsed} (open in https://speedscope.app or flamegraph.pl)")
+        finally:
+            stack.down()
+
+
+if __name__ == "__main__":
+    main()
