@@ -177,7 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     verb("up", cmd_up, "start the embedded local stack (Kafka-API broker + PostgreSQL 16) and create topics")
-    verb("down", cmd_down, "stop the embedded local stack (the broker is memory-only: topics are dropped)")
+    verb(
+        "down",
+        cmd_down,
+        "stop the embedded local stack (a memory-only broker drops its topics; STREAMGUARD_LOCAL_KAFKA_STORAGE=disk "
+        "keeps them)",
+    )
     verb("status", cmd_status, "show the local stack's services and health (exit 1 if any is unhealthy)")
 
     p = verb("simulate", cmd_simulate, "write synthetic transactions and fraud labels as Parquet (seeded)")
