@@ -95,6 +95,12 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         f"replayed {summary.transactions} transactions and {summary.labels} labels in {summary.seconds:.1f}s "
         f"({summary.rate:,.0f} msg/s); skipped {summary.skipped_before_timeline} already on the timeline"
     )
+    if summary.held_back_future:
+        print(
+            f"held back {summary.held_back_future} events dated in the future (more than "
+            f"STREAMGUARD_MAX_FUTURE_S={settings.max_future_s:g} s after now): the flows would refuse them; "
+            "run the same replay again once they are due (the timeline continues where this one ended)"
+        )
     return 0
 
 
