@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -65,7 +65,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from streamguard.simulate import SimulationConfig, simulate, summarize, write_dataset
 
-    start = args.start or datetime.now(UTC).date()
+    # By default the data ends before today (UTC): the flows refuse events dated after they are sent.
+    start = args.start or datetime.now(UTC).date() - timedelta(days=args.days)
     cfg = SimulationConfig(
         days=args.days, customers=args.customers, terminals=args.terminals, seed=args.seed, start=start
     )
@@ -200,7 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     p.add_argument(
-        "--start", type=date.fromisoformat, default=None, help="first day, YYYY-MM-DD (default today)"
+        "--start",
+        type=date.fromisoformat,
+        default=None,
+        help="first day, YYYY-MM-DD (default: DAYS days ago, so the transactions end before today; their labels "
+        "come up to ~40 days later, and replay holds back those not yet due). Transaction ids encode the day, "
+        "so periods simulated separately never share one",
     )
 
     p = verb("replay", cmd_replay, "produce transactions and labels to Kafka in event-time order")

@@ -34,7 +34,9 @@ def _read(settings, group: str | None, want: int, timeout_s: float = 30) -> list
         got: list[tuple[int, int, bytes]] = []
         deadline = time.monotonic() + timeout_s
         while len(got) < want and time.monotonic() < deadline:
-            got += [(m.partition(), m.offset(), m.value()) for m in consumer.consume(500, 0.5) if not m.error()]
+            got += [
+                (m.partition(), m.offset(), m.value()) for m in consumer.consume(500, 0.5) if not m.error()
+            ]
         if group is not None and got:
             consumer.commit(asynchronous=False)
         return got
