@@ -10,7 +10,7 @@ SG := $(VENV)/bin/streamguard
 PYTEST_ARGS ?=
 
 .PHONY: help venv run up down status sql-apply test test-unit test-integration lint format \
-        bench-decode bench-windows bench-scoring bench-flow sql-check mz-smoke deploy deploy-dry-run k8s-render k8s-check clean
+        bench-decode bench-windows bench-scoring bench-flow drill sql-check mz-smoke deploy deploy-dry-run k8s-render k8s-check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,6 +74,10 @@ bench-scoring: venv ## Benchmark XGBoost scoring: per event vs micro-batches of 
 
 bench-flow: venv ## Benchmark the scoring flow end to end on the local stack (throughput, latency)
 	$(PY) bench/bench_flow.py
+
+DRILL_ARGS ?=
+drill: venv ## Fault drill (<= 10 min): 1% hostile replay, kill -9 flows and broker, stop PostgreSQL; lost/dup counts
+	timeout --signal=TERM 600 $(PY) -m streamguard.drill $(DRILL_ARGS)
 
 OVERLAY ?= prod
 deploy-dry-run: venv ## Print the chart values and the exact `waxctl dataflow deploy` command for OVERLAY (local|prod|gpu)

@@ -47,6 +47,10 @@ class ObjectFolder:
         self.lock = threading.Lock()
         self._keys: dict[str, list[str]] = {}  # bucket -> sorted keys (code point order = UTF-8 byte order)
         self._meta: dict[tuple[str, str], tuple[str, str]] = {}  # (bucket, key) -> (etag, listing entry)
+        # Listing responses by request, dropped when a key under their prefix changes: Tansu asks for the
+        # same listing on every fetch, far more often than the partition gets a new batch.
+        self._listings: dict[tuple[str, ...], bytes] = {}
+        self._version = 0
         for bucket in (p.name for p in root.iterdir() if p.is_dir()) if root.exists() else ():
             base = root / bucket
             for dirpath, _dirs, files in os.walk(base):
@@ -59,7 +63,24 @@ class ObjectFolder:
                     elif name.endswith(".tmp"):
                         Path(dirpath, name).unlink(missing_ok=True)  # a write cut short by a crash
 
+    def cached(self, request: tuple[str, ...]) -> tuple[bytes | None, int]:
+        """Return (the cached listing for `request` or None, the version to pass to `cache`)."""
+        with self.lock:
+            return self._listings.get(request), self._version
+
+    def cache(self, request: tuple[str, ...], body: bytes, version: int) -> None:
+        """Keep a listing computed at `version`, unless something was written since."""
+        with self.lock:
+            if version == self._version:
+                self._listings[request] = body
+
+    def _changed(self, bucket: str, key: str) -> None:
+        self._version += 1
+        for request in [r for r in self._listings if r[0] == bucket and key.startswith(r[1])]:
+            del self._listings[request]
+
     def _remember(self, bucket: str, key: str, body: bytes, mtime: float) -> str:
+        self._changed(bucket, key)
         etag = _etag(body)
         entry = (
             f"<Contents><Key>{escape(key)}</Key><LastModified>{_iso(mtime)}</LastModified>"
@@ -113,6 +134,7 @@ class ObjectFolder:
             except KeyError:
                 return
             if self._meta.pop((bucket, key), None) is not None:
+                self._changed(bucket, key)
                 keys = self._keys[bucket]
                 del keys[bisect.bisect_left(keys, key)]
 
@@ -264,6 +286,14 @@ class _Handler(BaseHTTPRequestHandler):
         prefix, delimiter = one("prefix"), one("delimiter")
         after = one("continuation-token") or one("start-after")
         limit = min(int(one("max-keys", str(_MAX_KEYS)) or _MAX_KEYS), _MAX_KEYS)
+        request = (bucket, prefix, delimiter, after, str(limit))
+        body, version = self.store.cached(request)
+        if body is None:
+            body = self._listing(bucket, prefix, delimiter, after, limit)
+            self.store.cache(request, body, version)
+        self._send(200, body, {"Content-Type": "application/xml"})
+
+    def _listing(self, bucket: str, prefix: str, delimiter: str, after: str, limit: int) -> bytes:
         entries: list[tuple[str, bool]] = []  # (key or common prefix, is_prefix)
         for key in self.store.keys(bucket, prefix, after):
             if delimiter and delimiter in key[len(prefix) :]:
@@ -292,7 +322,7 @@ class _Handler(BaseHTTPRequestHandler):
             + "".join(parts)
             + "</ListBucketResult>"
         )
-        self._send(200, xml.encode(), {"Content-Type": "application/xml"})
+        return xml.encode()
 
 
 def serve(root: Path, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:

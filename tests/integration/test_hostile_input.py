@@ -16,7 +16,6 @@ import json
 import time
 from dataclasses import dataclass
 
-import hostile_corpus as corpus
 import msgspec
 import numpy as np
 import pytest
@@ -27,6 +26,7 @@ from psycopg import sql
 
 from models.features import FEATURE_NAMES
 from models.registry import Registry
+from streamguard import hostile_corpus as corpus
 from streamguard.events import DeadLetter, Decision, Label, Transaction, encode
 from streamguard.flow_runner import spawn_flow, stop_flows
 from streamguard.simulate import SimulationConfig, simulate

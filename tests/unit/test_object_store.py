@@ -70,6 +70,9 @@ def test_listing_with_prefix_delimiter_and_pages(tmp_path):
         token = body.split("<NextContinuationToken>")[1].split("<")[0]
         rest = call("GET", f"{url}?list-type=2&prefix=t/p0/records/&continuation-token={token}")[1].decode()
         assert rest.count("<Contents>") == 3 and "00004.batch" in rest and "00001.batch" not in rest
+        call("PUT", f"{url}/t/p0/records/00005.batch", b"new")  # a cached listing must not hide it
+        fresh = call("GET", f"{url}?list-type=2&prefix=t/p0/records/&continuation-token={token}")[1].decode()
+        assert fresh.count("<Contents>") == 4 and "00005.batch" in fresh
         tree = call("GET", f"{url}?list-type=2&prefix=t/&delimiter=/")[1].decode()
         assert tree.count("<CommonPrefixes>") == 2 and "<Key>t/watermark.json</Key>" in tree
 

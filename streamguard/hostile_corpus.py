@@ -1,4 +1,4 @@
-"""A hostile corpus: every bad message the issue names and more, for the conservation test.
+"""A hostile corpus: every bad message the issue names and more (the conservation test and `make drill`).
 
 Each case is (name, value) for one topic. Cases that need context (an id already used, a time behind the
 stream) are made by functions of the valid message they follow.
@@ -110,7 +110,16 @@ def reused_id(valid: dict) -> bytes:
     return json.dumps({**valid, "ts": ts.isoformat(), "amount": valid["amount"] + 1.0}).encode()
 
 
-def late(valid: dict) -> bytes:
+def late(valid: dict, transaction_id: int = 9 * 10**15 + 1) -> bytes:
     """A new transaction of the same card two hours before one already sent: past the 1 h lateness."""
     ts = datetime.fromisoformat(valid["ts"]) - timedelta(hours=2)
-    return json.dumps({**valid, "transaction_id": 9 * 10**15 + 1, "ts": ts.isoformat()}).encode()
+    return json.dumps({**valid, "transaction_id": transaction_id, "ts": ts.isoformat()}).encode()
+
+
+def static_cases() -> list[tuple[str, str, bytes | None]]:
+    """Every context-free case as (topic name, case name, value)."""
+    return (
+        [("transactions", n, v) for n, v in TRANSACTIONS]
+        + [("labels", n, v) for n, v in LABELS]
+        + [("decisions", n, v) for n, v in DECISIONS]
+    )
