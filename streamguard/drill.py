@@ -21,7 +21,6 @@ its state folder removed (unless --keep), also when it fails.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -29,27 +28,23 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
 import numpy as np
 import psycopg
-from confluent_kafka import Producer
 
-from streamguard import hostile_corpus as corpus
 from streamguard._local_services import LocalPostgres
-from streamguard.events import Decision, Label, Transaction, encode
+from streamguard.drill_feed import Feed, feed, stream_of
+from streamguard.events import Decision
 from streamguard.flow_runner import spawn_flow, stop_flows
 from streamguard.settings import Settings
-from streamguard.simulate import SimulationConfig, simulate
 from streamguard.sqlstore import apply_sql, connect
 from streamguard.stack import LocalStack, free_port
 from streamguard.topics import ensure_topics, read_all
 
-HOSTILE_EVERY = 100
-"""One hostile message per this many valid ones: 1%."""
 BUDGET_S = 540.0
 """The whole drill, setup to report, stays under 10 minutes."""
 
@@ -67,20 +62,6 @@ class Fault:
     outage_s: float = 0.0
     started: float | None = None
     ended: float | None = None
-
-
-@dataclass
-class Feed:
-    """What the feeder sent."""
-
-    valid_ids: set[int] = field(default_factory=set)
-    error: str | None = None
-    undelivered: set[int] = field(default_factory=set)
-    """Valid transactions the producer could not deliver (never in Kafka: not the flows' loss)."""
-    transactions: int = 0
-    labels: int = 0
-    hostile: int = 0
-    done: threading.Event = field(default_factory=threading.Event)
 
 
 class Supervisor:
@@ -113,84 +94,6 @@ class Supervisor:
 
     def stop(self) -> None:
         stop_flows(list(self.procs.values()))
-
-
-def _stream(
-    start: datetime.date, days: int, customers: int
-) -> list[tuple[float, str, bytes, bytes, dict | None]]:
-    txns, labels = simulate(
-        SimulationConfig(days=days, customers=customers, terminals=2 * customers, start=start)
-    )
-    events = []
-    for r in txns.itertuples(index=False):
-        fields = {"transaction_id": int(r.transaction_id), "ts": r.ts.isoformat(), "customer_id": r.customer_id,
-                  "terminal_id": r.terminal_id, "amount": float(r.amount)}  # fmt: skip
-        value = encode(Transaction(fields["transaction_id"], r.ts.to_pydatetime(), r.customer_id, r.terminal_id,
-                                   fields["amount"]))  # fmt: skip
-        events.append((r.ts.timestamp(), "transactions", r.customer_id.encode(), value, fields))
-    for r in labels.itertuples(index=False):
-        value = encode(Label(int(r.transaction_id), r.customer_id, r.terminal_id, bool(r.is_fraud),
-                             r.ts.to_pydatetime()))  # fmt: skip
-        events.append((r.ts.timestamp() - 1e-7, "labels", r.customer_id.encode(), value, None))
-    events.sort(key=lambda e: e[0])
-    return events
-
-
-def _feed(settings: Settings, stream, rate: float, stop_at: float, feed: Feed) -> None:  # noqa: C901
-    """Produce the stream at `rate` msg/s with 1% hostile messages, until it ends or `stop_at`."""
-
-    def delivered(transaction_id: int):
-        def report(err, _msg) -> None:
-            if err is not None:
-                feed.undelivered.add(transaction_id)
-
-        return report
-
-    producer = Producer(
-        {**settings.kafka_config(), "linger.ms": settings.kafka_linger_ms, "message.max.bytes": 2_000_000}
-    )
-    static, seen, started = corpus.static_cases(), [], time.monotonic()
-    try:
-        for i, (_, kind, key, value, fields) in enumerate(stream):
-            while time.monotonic() < started + i / rate:
-                producer.poll(0.01)
-            if time.monotonic() > stop_at:
-                break
-            callback = delivered(fields["transaction_id"]) if fields is not None else None
-            producer.produce(settings.topic(kind), key=key, value=value, on_delivery=callback)
-            if fields is not None:
-                feed.valid_ids.add(fields["transaction_id"])
-                feed.transactions += 1
-                seen.append(fields)
-            else:
-                feed.labels += 1
-            if i % HOSTILE_EVERY == HOSTILE_EVERY - 1:
-                topic, bad, bad_key = _hostile(i // HOSTILE_EVERY, static, seen)
-                producer.produce(settings.topic(topic), key=bad_key, value=bad)
-                feed.hostile += 1
-                feed.transactions += topic == "transactions"
-        producer.flush(120)
-    except BaseException as exc:
-        feed.error = f"the feeder failed: {exc!r}"
-        raise
-    finally:
-        feed.done.set()
-
-
-def _hostile(n: int, static: list, seen: list[dict]) -> tuple[str, bytes | None, bytes]:
-    contextual = n % 10
-    if seen and contextual == 3:
-        return (
-            "transactions",
-            json.dumps(seen[-5]).encode(),
-            seen[-5]["customer_id"].encode(),
-        )  # identical re-send
-    if seen and contextual == 6:
-        return "transactions", corpus.late(seen[-1], 9 * 10**15 + n), seen[-1]["customer_id"].encode()
-    if len(seen) > 20 and contextual == 9:
-        return "transactions", corpus.reused_id(seen[-20]), seen[-20]["customer_id"].encode()
-    topic, _, value = static[n % len(static)]
-    return topic, value, b"C000001"
 
 
 def _model(root: Path) -> None:
@@ -285,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         kafka_fetch_wait_max_ms=args.fetch_wait_ms,
         kafka_linger_ms=args.linger_ms,
     )
-    stack, supervisor = LocalStack(settings), None
+    stack, supervisor, status = LocalStack(settings), None, 1
     _say(f"drill: state {state}; the machine is shared, so times vary with its load")
     try:
         for s in stack.up(timeout_s=120):
@@ -299,11 +202,11 @@ def run(args: argparse.Namespace) -> int:
         supervisor.start("mirror")
         supervisor.start("fraud")
         start = datetime.now(UTC).date() - timedelta(days=args.days + 45)
-        stream = _stream(start, args.days, args.customers)
-        feed = Feed()
+        stream = stream_of(start, args.days, args.customers)
+        fed = Feed()
         replay_began = time.monotonic()
         feeder = threading.Thread(
-            target=_feed, args=(settings, stream, args.rate, replay_began + args.seconds, feed), daemon=True
+            target=feed, args=(settings, stream, args.rate, replay_began + args.seconds, fed), daemon=True
         )
         feeder.start()
         _say(
@@ -318,21 +221,20 @@ def run(args: argparse.Namespace) -> int:
                 time.sleep(0.2)
             _say(f"{fault.name} ...")
             _inject(fault, stack, settings, supervisor)
-        while not feed.done.is_set():
+        while not fed.done.is_set():
             supervisor.check()
             time.sleep(0.5)
-        _say(
-            f"sent {feed.transactions:,} transaction messages, {feed.labels:,} labels, {feed.hostile} hostile"
-        )
+        _say(f"sent {fed.transactions:,} transaction messages, {fed.labels:,} labels, {fed.hostile} hostile")
         # Progress from the SQL store (one row per decided transaction, cheap to count); then the topic, once.
-        expected = len(feed.valid_ids - feed.undelivered)
+        expected = len(fed.valid_ids - fed.undelivered)
         while (decided := _decided_in_store(settings)) < expected:
             if time.monotonic() > began + BUDGET_S:
                 _say(f"time is up: {decided:,} of {expected:,} decided; reporting what the topic holds")
                 break
             supervisor.check()
             time.sleep(3)
-        return _report(settings, feed, faults, _decisions(settings), supervisor)
+        status = _report(settings, fed, faults, _decisions(settings), supervisor)
+        return status
     finally:
         if supervisor is not None:
             supervisor.stop()
@@ -341,7 +243,18 @@ def run(args: argparse.Namespace) -> int:
         if args.keep:
             _say(f"kept {state}")
         else:
+            if status != 0:
+                _keep_logs(state)
             shutil.rmtree(state, ignore_errors=True)
+
+
+def _keep_logs(state: Path) -> None:
+    """Copy the logs of a failed drill (flows, broker, object store, PostgreSQL) out of its state folder."""
+    kept = Path(".streamguard") / "drill-logs" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    kept.mkdir(parents=True, exist_ok=True)
+    for log in [*state.glob("logs/*.log"), *state.glob("kafka/*.log"), *state.glob("postgres/*.log")]:
+        shutil.copy2(log, kept / f"{log.parent.name}-{log.name}")
+    _say(f"the drill failed: its logs are kept in {kept.resolve()}")
 
 
 def _report(

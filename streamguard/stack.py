@@ -134,21 +134,20 @@ class LocalStack:
 
     def _down_kafka(self, deadline: float) -> ServiceStatus:
         kafka = self._kafka
-        stale = kafka.pid_file.exists() and kafka.running_pid() is None
+        running = kafka.running_pid()
+        stale = kafka.pid_file.exists() and running is None
+        # The storage the broker runs with decides, not the setting (which may have changed since `up`).
+        storage = (running_storage(process_cmdline(running)) if running else None) or kafka.storage
         pid, killed = kafka.stop(max(1.0, remaining(deadline)))
         if pid is not None:
             note = f"stopped pid {pid}" + (" (killed: it ignored SIGTERM)" if killed else "")
         else:
             note = "removed a stale pid file" if stale else "not running"
         notes = [note]
-        if kafka.storage == "disk":
-            objects = kafka.stop_storage()
-            notes.append(
-                f"stopped its object store pid {objects}; records stay in {kafka.objects.root}"
-                if objects
-                else ""
-            )
-        elif pid is not None or stale:
+        objects = kafka.stop_storage()  # whatever the setting: nothing this folder started outlives `down`
+        if objects:
+            notes.append(f"stopped its object store pid {objects}; records stay in {kafka.objects.root}")
+        if storage == "memory" and (pid is not None or stale):
             notes.append(self._remove_recovery("the broker's memory-only topics are gone"))
         return _local("kafka", kafka.address, None, False, "; ".join(n for n in notes if n))
 
