@@ -88,7 +88,7 @@ class Supervisor:
             if proc.poll() is not None:
                 self.unexpected.append(f"{name} exited with status {proc.returncode}")
                 _say(
-                    f"{name} flow exited by itself (status {proc.returncode}); restarting it (see {self.logs})"
+                    f"{name} flow exited by itself (status {proc.returncode}); restarting it (its log is kept if the drill fails)"
                 )
                 self.start(name)
 
