@@ -11,8 +11,8 @@ SG := $(VENV)/bin/streamguard
 PYTEST_ARGS ?=
 
 .PHONY: help venv run up down status sql-apply test test-unit test-integration lint format \
-        bench-decode bench-windows bench-scoring bench-flow bench-peer bench-quality sql-check mz-smoke deploy \
-        deploy-dry-run k8s-render k8s-check top dashboard test-alerts clean
+        bench-decode bench-windows bench-scoring bench-flow bench-peer bench-quality profile-flow drill sql-check \
+        mz-smoke deploy deploy-dry-run k8s-render k8s-check top dashboard test-alerts clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -91,6 +91,13 @@ bench-peer: venv $(PEER_VENV)/.installed ## Benchmark the fraud flow vs the same
 QUALITY_ARGS ?=
 bench-quality: venv ## Benchmark model quality: 3 unseen simulator seeds through the pipeline vs the handbook baseline (QUALITY_ARGS=...)
 	$(PY) bench/bench_quality.py $(QUALITY_ARGS)
+
+profile-flow: venv ## Profile the fraud flow over a backlog with py-spy (top functions; stacks in out/)
+	$(PY) bench/profile_flow.py
+
+DRILL_ARGS ?=
+drill: venv ## Fault drill (<= 10 min): 1% hostile replay, kill -9 flows and broker, stop PostgreSQL; lost/dup counts
+	timeout --signal=TERM 600 $(PY) -m streamguard.drill $(DRILL_ARGS)
 
 OVERLAY ?= prod
 deploy-dry-run: venv ## Print the chart values and the exact `waxctl dataflow deploy` command for OVERLAY (local|prod|gpu)

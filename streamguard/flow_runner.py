@@ -6,6 +6,8 @@ re-reads every topic from the beginning. So streamguard runs its flows with reco
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +52,55 @@ def flow_command(settings: Settings, name: str, *, workers: int = 1, recovery: b
     return cmd
 
 
+RESET_CONSEQUENCES = {
+    "fraud": (
+        "Its recovery store holds the Kafka offsets it read up to and its state: card and terminal windows, "
+        "the cross-partition event-time order, the transaction ids it remembers for dedupe, and what each "
+        "decisions writer wrote. Without it the flow starts over: it re-reads `transactions` from the "
+        "beginning of the topic and rebuilds that state from the events. Its decisions writers start "
+        "without memory too, so every transaction still in the topic is decided and written to `decisions` "
+        "again: the SQL `decisions` view and `streamguard decisions` keep one per transaction, but other "
+        "consumers of the topic see a second copy."
+    ),
+    "mirror": (
+        "Its recovery store holds only Kafka offsets; the mirror also starts after what the SQL store "
+        "already holds (source_progress), so nothing is written twice and nothing is lost."
+    ),
+}
+
+
+def running_users(folder: Path) -> list[int]:
+    """Return the pids of live processes whose command line names `folder` (a flow using its store)."""
+    from streamguard._processes import pid_alive, process_cmdline
+
+    pids = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        cmdline = process_cmdline(int(entry.name)) or []
+        if str(folder) in cmdline and int(entry.name) != os.getpid() and pid_alive(int(entry.name)):
+            pids.append(int(entry.name))
+    return pids
+
+
+def reset_recovery(settings: Settings, name: str) -> Path | None:
+    """Delete a flow's recovery store; return the folder deleted, or None if there was none.
+
+    Raises RuntimeError, naming the pids, while a flow process still uses it.
+    """
+    if name not in FLOWS:
+        raise ValueError(f"unknown flow {name!r}; expected one of {FLOWS}")
+    folder = recovery_dir(settings, name)
+    if not folder.exists():
+        return None
+    users = running_users(folder)
+    if users:
+        raise RuntimeError(
+            f"the {name} flow still runs with the recovery store {folder} (pids {users}): stop it first "
+            f"(Ctrl-C in its terminal, or `kill {users[0]}`), then run `streamguard flow reset {name} --yes` again"
+        )
+    shutil.rmtree(folder)
+    return folder
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """Return `STREAMGUARD_*` variables that rebuild `settings` in a child process (secrets included)."""
     env: dict[str, str] = {}
@@ -76,8 +127,6 @@ def spawn_flow(
 
     With `api_port`, Bytewax serves its API there, including Prometheus metrics at `/metrics`.
     """
-    import os
-
     cmd = flow_command(settings, name, workers=workers, recovery=recovery)
     env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
     if api_port is not None:

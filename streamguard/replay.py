@@ -6,26 +6,43 @@ customer_id: one customer's events share a partition and stay in order, which ke
 rolling features exact and independent of how partitions interleave.
 
 The timeline continues across replays: events at or before the latest event time already in a topic are
-skipped (with a count), so replaying the next file, or the same file twice, never duplicates events.
+skipped (with a count), so replaying the next file, or the same file twice, never duplicates events. Only
+events the flows accept define it (a malformed or future-dated message on the topic does not), and if a
+topic cannot be read to its end the replay stops before producing anything, rather than guess.
+
+Events dated more than `STREAMGUARD_MAX_FUTURE_S` after the moment they would be sent are held back and
+counted (the flows refuse events from the future); replaying the same files later sends them.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import msgspec
 import numpy as np
 import pandas as pd
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from tqdm import tqdm
 
-from streamguard.events import Label, Transaction, encode
+from streamguard.events import (
+    Label,
+    Transaction,
+    decode_label,
+    decode_transaction,
+    encode,
+    from_epoch_us,
+    future_reason,
+    iso_us,
+    to_epoch_us,
+)
 from streamguard.settings import Settings
 from streamguard.topics import read_to_end
+
+log = logging.getLogger(__name__)
 
 TRANSACTION_COLUMNS = ("transaction_id", "ts", "customer_id", "terminal_id", "amount")
 LABEL_COLUMNS = ("transaction_id", "customer_id", "terminal_id", "is_fraud", "ts")
@@ -33,6 +50,10 @@ LABEL_COLUMNS = ("transaction_id", "customer_id", "terminal_id", "is_fraud", "ts
 
 class ReplayInputError(ValueError):
     """A replay input file is missing columns or holds values that cannot be read."""
+
+
+class ReplayError(RuntimeError):
+    """A replay could not read the topics' timeline or deliver its events (the message says what to do)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +64,8 @@ class ReplaySummary:
     labels: int
     skipped_before_timeline: int
     seconds: float
+    held_back_future: int = 0
+    """Events not sent because they are dated after now + `max_future_s` (the flows would refuse them)."""
 
     @property
     def rate(self) -> float:
@@ -117,24 +140,82 @@ def load_labels(path: Path) -> pd.DataFrame:
 
 
 def timeline_position(
-    settings: Settings, topic: str, timeout_s: float = 10.0, tail: int = 50
+    settings: Settings, topic: str, timeout_s: float = 30.0, tail: int = 50, *, kind: str | None = None
 ) -> datetime | None:
-    """Return the latest event time already in `topic` (None when empty), from each partition's last messages.
+    """Return the latest event time the flows accepted in `topic` (None when it holds no valid event).
 
-    Reading a few messages per partition, not just the last, lets a malformed tail message (which the
-    flow dead-letters) be skipped without losing the timeline.
+    Only events the flows would accept count (`streamguard.events`: the contract's limits, and an event
+    time at most `max_future_s` after the message's Kafka timestamp), so a malformed or future-dated
+    message cannot move the timeline and make a replay skip everything. Each partition is read from its
+    last `tail` messages, further back when none of those is valid. `kind` is `transactions` or `labels`
+    (by default told from the topic's name).
+
+    Raises ReplayError when the topic cannot be read to its end: a timeline read in part could make a
+    replay send events that are already on the topic.
     """
-    latest: datetime | None = None
+    kind = kind or ("labels" if topic == settings.topic("labels") else "transactions")
+    decode = decode_label if kind == "labels" else decode_transaction
+    max_future_us = int(settings.max_future_s * 1e6)
+    latest: dict[int, int] = {}
+    bounds = _watermarks(settings, topic)
+    partitions, window = sorted(bounds), tail
+    while partitions:
+        for msg in _read_end(
+            settings, topic, lambda low, high, w=window: max(low, high - w), partitions, timeout_s
+        ):
+            ts_us = _accepted_time(msg, decode, max_future_us)
+            if ts_us is not None and ts_us > latest.get(msg.partition(), -(2**63)):
+                latest[msg.partition()] = ts_us
+        # A partition whose tail holds nothing valid is read further back, down to its start.
+        partitions = [p for p in partitions if p not in latest and bounds[p][1] - window > bounds[p][0]]
+        window *= 8
+    return from_epoch_us(max(latest.values())) if latest else None
+
+
+def _accepted_time(msg, decode, max_future_us: int) -> int | None:
+    """Return the event time (µs) of a message the flows would accept, else None."""
+    if msg.value() is None:
+        return None  # a tombstone
+    event = decode(msg.value())
+    if isinstance(event, str):
+        return None
+    ts_us = to_epoch_us(event.ts)
+    kind, millis = msg.timestamp()
+    if kind and millis >= 0 and future_reason(ts_us, millis * 1000, max_future_us, "its Kafka timestamp"):
+        return None  # the flows dead-letter it: it does not define the timeline
+    return ts_us
+
+
+def _watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
+    """Return (low, high) offsets per partition of `topic`."""
+    consumer = Consumer({**settings.kafka_config(), "group.id": "streamguard-replay"})
     try:
-        for msg in read_to_end(settings, topic, lambda low, high: max(low, high - tail), timeout_s=timeout_s):
-            try:
-                event_time = pd.Timestamp(msgspec.json.decode(msg.value(), type=dict)["ts"]).to_pydatetime()
-            except (msgspec.DecodeError, KeyError, ValueError, TypeError):
-                continue  # a malformed message does not define the timeline
-            latest = event_time if latest is None or event_time > latest else latest
-    except TimeoutError:
-        pass  # a slow broker: the timeline is what could be read in time
-    return latest
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise ReplayError(_cannot_read(topic, f"no metadata: {meta and meta.error}"))
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+            for p in sorted(meta.partitions)
+        }
+    except KafkaException as exc:
+        raise ReplayError(_cannot_read(topic, str(exc))) from None
+    finally:
+        consumer.close()
+
+
+def _read_end(settings: Settings, topic: str, start, partitions: list[int], timeout_s: float):
+    try:
+        yield from read_to_end(settings, topic, start, partitions=partitions, timeout_s=timeout_s)
+    except (TimeoutError, KafkaException) as exc:
+        raise ReplayError(_cannot_read(topic, str(exc))) from None
+
+
+def _cannot_read(topic: str, why: str) -> str:
+    return (
+        f"cannot read topic {topic} to its end to find where its timeline stands ({why}); nothing was "
+        "produced, so nothing was sent twice: check the broker (`streamguard status`, "
+        "STREAMGUARD_KAFKA_BOOTSTRAP) and run the same replay again"
+    )
 
 
 def _window(frame: pd.DataFrame, start: datetime | None, end: datetime | None) -> pd.DataFrame:
@@ -193,13 +274,13 @@ def replay(
     txn_topic, label_topic = settings.topic("transactions"), settings.topic("labels")
     txns, labs = _window(transactions, start, end), _window(labels, start, end)
     skipped = 0
-    for topic, name in ((txn_topic, "txns"), (label_topic, "labs")):
-        position = timeline_position(settings, topic)
+    for topic, kind in ((txn_topic, "transactions"), (label_topic, "labels")):
+        position = timeline_position(settings, topic, kind=kind)
         if position is not None:
-            frame = txns if name == "txns" else labs
+            frame = txns if kind == "transactions" else labs
             keep = (frame["ts"] > pd.Timestamp(position)).to_numpy()
             skipped += int((~keep).sum())
-            if name == "txns":
+            if kind == "transactions":
                 txns = frame[keep]
             else:
                 labs = frame[keep]
@@ -211,13 +292,26 @@ def replay(
     ]
     topics = (label_topic, txn_topic)
     total = len(txns) + len(labs)
+    failures: list[str] = []
+
+    def delivered(err, msg) -> None:
+        if err is not None:
+            failures.append(f"{msg.topic()}: {err}")
+
     producer = Producer(
-        {**settings.kafka_config(), "linger.ms": 5, "queue.buffering.max.messages": 1_000_000}
+        {
+            **settings.kafka_config(),
+            "linger.ms": 5,
+            "queue.buffering.max.messages": 1_000_000,
+            "on_delivery": delivered,
+        }
     )
     started = time.monotonic()
-    first_event: np.datetime64 | None = None
+    first_event: pd.Timestamp | None = None
+    max_future_us = int(settings.max_future_s * 1e6)
+    horizon_us = _now_us() + max_future_us
     bar = tqdm(total=total, unit="msg", disable=not progress, desc="replay", mininterval=0.5)
-    sent = 0
+    sent, counts, held = 0, [0, 0], [0, 0]
     try:
         for event_time, kind, key, value in heapq.merge(*streams, key=lambda e: (e[0], e[1])):
             if speedup is not None:
@@ -226,6 +320,12 @@ def replay(
                 _sleep_until(started + due, producer)
             elif max_rate is not None:
                 _sleep_until(started + sent / max_rate, producer)
+            if event_time.value // 1000 > horizon_us:
+                horizon_us = _now_us() + max_future_us
+                if event_time.value // 1000 > horizon_us:
+                    # Sent now, it would be stamped in the future: the flows would dead-letter it.
+                    held[kind] += 1
+                    continue
             while True:
                 try:
                     producer.produce(topics[kind], key=key, value=value)
@@ -233,16 +333,34 @@ def replay(
                 except BufferError:
                     producer.poll(0.1)  # local queue full: let deliveries drain
             sent += 1
+            counts[kind] += 1
             if sent % 1000 == 0:
                 producer.poll(0)
                 bar.update(1000)
         remaining = producer.flush(60)
-        if remaining:
-            raise RuntimeError(f"{remaining} messages were not delivered to Kafka within 60 s")
         bar.update(sent % 1000)
     finally:
         bar.close()
-    return ReplaySummary(len(txns), len(labs), skipped, time.monotonic() - started)
+    if remaining or failures:
+        raise ReplayError(
+            f"{remaining + len(failures)} of {sent} messages were not delivered to {txn_topic} / {label_topic} "
+            f"({'; '.join(failures[:3]) or 'still queued after 60 s'}); check the broker (`streamguard "
+            "status`). Running the same replay again sends the events after the newest one delivered; "
+            "undelivered events before it are not sent again (the flows would find them late)"
+        )
+    if sum(held):
+        log.warning(
+            "held back %d transactions and %d labels dated after %s (now + STREAMGUARD_MAX_FUTURE_S): the "
+            "flows refuse events from the future; replay the same files again once they are due",
+            held[1],
+            held[0],
+            iso_us(horizon_us),
+        )
+    return ReplaySummary(counts[1], counts[0], skipped, time.monotonic() - started, held[1] + held[0])
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
 
 
 def _sleep_until(deadline: float, producer: Producer) -> None:

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     local_kafka_port: int = Field(19092, ge=1, le=65535)
     """Port of the embedded broker (Tansu) on 127.0.0.1."""
+    local_kafka_storage: Literal["memory", "disk"] = "memory"
+    """Where the embedded broker keeps records: `memory` (fastest; topics vanish when it stops) or `disk`
+    (a local object store under `<state_dir>/kafka/objects`: topics, records and consumer offsets survive a
+    broker crash and `streamguard down`/`up`). Choose before the first `streamguard up`; switching
+    needs a `streamguard down`."""
     topic_prefix: str = ""
     """Prefix for every topic name, so tests and tenants can share a broker."""
     topic_partitions: int = Field(4, ge=1)

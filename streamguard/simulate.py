@@ -20,6 +20,12 @@ Labels arrive late, as they do at a card issuer: a fraud is reported `fraud_labe
 transaction (skewed toward the short end), and a genuine transaction is confirmed when the customer's next
 monthly statement closes plus `statement_grace_days` (so 10-40 days later with the defaults).
 
+Transaction ids are derived from the period, so simulations of different periods never share one:
+`days since 1970-01-01 of the transaction's day × ID_DAY_STRIDE + n`, where n numbers that day's
+transactions in time order from 0 (e.g. the 8th transaction of 2026-03-01 is 20513000000007). They stay
+below 2^53, exact as JSON numbers in every consumer. Simulating the same day twice gives the same ids:
+replay one of them.
+
 All randomness comes from one `numpy.random.SeedSequence(seed)`, split into independent streams for the
 population, the transactions, the compromises and the labels: the same config gives the same frames bit for
 bit, and changing, say, a label delay leaves the transactions untouched.
@@ -45,6 +51,8 @@ TRANSACTION_COLUMNS = ("transaction_id", "ts", "customer_id", "terminal_id", "am
 """Columns of the transactions frame, in order."""
 LABEL_COLUMNS = ("transaction_id", "customer_id", "terminal_id", "is_fraud", "ts", "scenario")
 """Columns of the labels frame, in order (`scenario` is for development only; the model never sees it)."""
+ID_DAY_STRIDE = 1_000_000_000
+"""Transaction ids of one day span [day × ID_DAY_STRIDE, (day + 1) × ID_DAY_STRIDE) (see the module)."""
 SCENARIO_NAMES = {0: "genuine", 1: "large amount", 2: "compromised terminal", 3: "compromised card"}
 """What each `scenario` value means."""
 
@@ -184,7 +192,7 @@ def simulate_detailed(cfg: SimulationConfig) -> Simulation:
     label_us = _label_ts_us(rng, cfg, ts_us, cust, scenario > 0)
 
     cust_ids, term_ids = _ids("C", cfg.customers), _ids("T", cfg.terminals)
-    transaction_id = np.arange(n, dtype=np.int64)
+    transaction_id = _transaction_ids(cfg.start, day)
     transactions = pd.DataFrame(
         {
             "transaction_id": transaction_id,
@@ -345,6 +353,14 @@ def _windows_frame(
             "end": _utc(begin + length * _US_PER_DAY),
         }
     )
+
+
+def _transaction_ids(start: datetime.date, day: np.ndarray) -> np.ndarray:
+    """Return ids `absolute day × ID_DAY_STRIDE + rank within the day` for transactions sorted by time."""
+    within = np.arange(len(day), dtype=np.int64) - np.searchsorted(day, day, side="left")
+    if len(within) and within.max() >= ID_DAY_STRIDE:
+        raise ValueError(f"more than {ID_DAY_STRIDE:,} transactions in one day: ids would collide")
+    return ((start - _EPOCH).days + day) * ID_DAY_STRIDE + within
 
 
 def _ids(prefix: str, count: int) -> pa.Array:

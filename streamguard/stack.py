@@ -3,8 +3,9 @@
 `streamguard up` / `down` / `status` use `LocalStack`. Everything lives under one state folder:
 
     <state>/kafka/tansu.pid, tansu.log
+    <state>/kafka/objects/, objects.pid, objects.log   (STREAMGUARD_LOCAL_KAFKA_STORAGE=disk only)
     <state>/postgres/data/ (PGDATA), postgres.log, socket/
-    <state>/recovery/      Bytewax recovery stores, removed whenever the local broker stops
+    <state>/recovery/      Bytewax recovery stores, removed whenever a memory-only broker stops
 
 Both services run detached from the caller (they outlive `streamguard up`) and listen on 127.0.0.1 only.
 A service whose setting points elsewhere (STREAMGUARD_KAFKA_BOOTSTRAP, STREAMGUARD_SQL_URL) is external:
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from streamguard._broker_storage import running_storage
 from streamguard._local_services import (
     KAFKA_PORT_SETTING,
     PG_PORT_SETTING,
@@ -36,7 +38,7 @@ from streamguard._local_services import (
     probe_sql,
     remaining,
 )
-from streamguard._processes import free_port, port_in_use
+from streamguard._processes import free_port, port_in_use, process_cmdline
 from streamguard.settings import Settings
 
 __all__ = ["LocalStack", "PortInUseError", "ServiceStatus", "StackError", "check_port_free", "free_port"]
@@ -62,7 +64,9 @@ class LocalStack:
         self._settings = settings
         self.state_dir = settings.state_dir.expanduser().resolve()
         self.recovery_dir = settings.recovery_dir.expanduser().resolve()
-        self._kafka = TansuBroker(self.state_dir / "kafka", settings.local_kafka_port)
+        self._kafka = TansuBroker(
+            self.state_dir / "kafka", settings.local_kafka_port, settings.local_kafka_storage
+        )
         self._postgres = LocalPostgres(self.state_dir / "postgres", settings.local_pg_port)
 
     def up(self, timeout_s: float = 60.0) -> list[ServiceStatus]:
@@ -114,27 +118,36 @@ class LocalStack:
         if pid is not None:
             kafka.wait_healthy(pid, deadline)
             return _local("kafka", kafka.address, pid, True, f"already running; log: {kafka.log}")
-        notes = [self._remove_recovery("a stale broker pid file was found")] if stale else []
+        notes = []
+        if kafka.storage == "memory":
+            # A new memory-only broker has no topics: recovery stores (Kafka offsets) of an earlier broker,
+            # crashed (stale pid file) or on disk storage before, would skip or stall on them.
+            why = "a stale broker pid file was found" if stale else "a new memory-only broker has no topics"
+            notes.append(self._remove_recovery(why))
         began = time.monotonic()
         started.append(kafka)
         pid = kafka.start()
         kafka.wait_healthy(pid, deadline)
         took = time.monotonic() - began
-        notes.insert(
-            0, f"started in {took:.2f} s (memory-only: topics vanish when it stops); log: {kafka.log}"
-        )
+        notes.insert(0, f"started in {took:.2f} s ({kafka.storage_note}); log: {kafka.log}")
         return _local("kafka", kafka.address, pid, True, "; ".join(n for n in notes if n))
 
     def _down_kafka(self, deadline: float) -> ServiceStatus:
         kafka = self._kafka
-        stale = kafka.pid_file.exists() and kafka.running_pid() is None
+        running = kafka.running_pid()
+        stale = kafka.pid_file.exists() and running is None
+        # The storage the broker runs with decides, not the setting (which may have changed since `up`).
+        storage = (running_storage(process_cmdline(running)) if running else None) or kafka.storage
         pid, killed = kafka.stop(max(1.0, remaining(deadline)))
         if pid is not None:
             note = f"stopped pid {pid}" + (" (killed: it ignored SIGTERM)" if killed else "")
         else:
             note = "removed a stale pid file" if stale else "not running"
         notes = [note]
-        if pid is not None or stale:
+        objects = kafka.stop_storage()  # whatever the setting: nothing this folder started outlives `down`
+        if objects:
+            notes.append(f"stopped its object store pid {objects}; records stay in {kafka.objects.root}")
+        if storage == "memory" and (pid is not None or stale):
             notes.append(self._remove_recovery("the broker's memory-only topics are gone"))
         return _local("kafka", kafka.address, None, False, "; ".join(n for n in notes if n))
 
@@ -150,6 +163,7 @@ class LocalStack:
                 detail = "not running"
             return _local("kafka", kafka.address, None, False, detail)
         healthy, note = probe_kafka(self._settings.kafka_config(), PROBE_TIMEOUT_S)
+        note = f"{note}; storage: {_storage_text(kafka, pid)}"
         port = kafka.listening_port(pid)
         if port is not None and port != kafka.port:
             note = f"running on port {port}, not {kafka.port} ({KAFKA_PORT_SETTING})"
@@ -229,6 +243,20 @@ class LocalStack:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _storage_text(kafka: TansuBroker, pid: int) -> str:
+    """Say which storage the running broker uses (its command line tells), and where records are."""
+    running = running_storage(process_cmdline(pid)) or kafka.storage
+    if running == "memory":
+        return "memory (topics vanish when it stops)"
+    objects = kafka.objects.running()
+    where = (
+        f"object store pid {objects[0]}"
+        if objects
+        else "object store NOT running: restart with `streamguard up`"
+    )
+    return f"disk ({kafka.objects.root}, {where})"
 
 
 def _sql_address(dsn: str) -> str:

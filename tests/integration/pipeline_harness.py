@@ -99,3 +99,36 @@ def decisions_frame(decisions: list[Decision]) -> pd.DataFrame:
         for d in decisions
     ]
     return pd.DataFrame(rows).sort_values("transaction_id").reset_index(drop=True)
+
+
+def metric_total(port: int, name: str) -> float | None:
+    """Sum every series of the Prometheus metric `name` a flow serves on `port` (None: not served yet)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:  # noqa: S310
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and (line[len(name)] in " {")
+    ]
+    return sum(values) if values else 0.0
+
+
+def wait_for_metric(port: int, name: str, at_least: float, procs: list, timeout_s: float = 240) -> float:
+    """Wait until a flow's metric `name` reaches `at_least`; fail with the flows' state otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = metric_total(port, name)
+        if value is not None and value >= at_least:
+            return value
+        dead = [p for p in procs if p.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            raise AssertionError(
+                f"{name} = {value}, expected >= {at_least}; exited: {[p.args[3] for p in dead]}"
+            )
+        time.sleep(0.5)

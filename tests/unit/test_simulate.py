@@ -11,6 +11,7 @@ import pytest
 
 from streamguard.radius_search import within_radius
 from streamguard.simulate import (
+    ID_DAY_STRIDE,
     LABEL_COLUMNS,
     TRANSACTION_COLUMNS,
     SimulationConfig,
@@ -41,6 +42,30 @@ def test_different_seed_gives_different_data():
     tx1, _ = simulate(SMALL)
     tx2, _ = simulate(replace(SMALL, seed=SMALL.seed + 1))
     assert len(tx1) != len(tx2) or not np.array_equal(tx1["amount"].to_numpy(), tx2["amount"].to_numpy())
+
+
+def test_later_periods_never_reuse_the_ids_of_earlier_ones():
+    first, _ = simulate(SMALL)
+    later, _ = simulate(replace(SMALL, start=SMALL.start + datetime.timedelta(days=SMALL.days)))
+    overlapping, _ = simulate(replace(SMALL, start=SMALL.start + datetime.timedelta(days=3), seed=99))
+    assert not set(first["transaction_id"]) & set(later["transaction_id"])
+    # Ids depend on the day: only the days both periods cover can share ids.
+    epoch_day = (SMALL.start - datetime.date(1970, 1, 1)).days
+    both = set(range(epoch_day + 3, epoch_day + SMALL.days))
+    shared = set(first["transaction_id"]) & set(overlapping["transaction_id"])
+    assert {i // ID_DAY_STRIDE for i in shared} <= both
+
+
+def test_the_cli_default_period_ends_before_today(tmp_path, capsys):
+    from streamguard.cli import main
+
+    assert (
+        main(["simulate", "--days", "3", "--customers", "50", "--terminals", "80", "--out", str(tmp_path)])
+        == 0
+    )
+    tx = pd.read_parquet(tmp_path / "transactions.parquet")
+    today = pd.Timestamp(datetime.datetime.now(datetime.UTC).date(), tz="UTC")
+    assert tx["ts"].max() < today <= tx["ts"].min() + pd.Timedelta(days=3)
 
 
 def test_label_parameters_leave_transactions_untouched():
@@ -79,9 +104,14 @@ def test_amounts_are_non_negative_cents(sim):
     np.testing.assert_array_equal(amount, np.round(amount, 2))
 
 
-def test_transaction_ids_are_dense_and_follow_ts_then_customer(sim):
+def test_transaction_ids_encode_the_day_and_follow_ts_then_customer(sim):
     tx = sim.transactions
-    np.testing.assert_array_equal(tx["transaction_id"].to_numpy(), np.arange(len(tx)))
+    ids = tx["transaction_id"].to_numpy()
+    day = (tx["ts"].dt.floor("D") - pd.Timestamp("1970-01-01", tz="UTC")).dt.days.to_numpy()
+    np.testing.assert_array_equal(ids // ID_DAY_STRIDE, day)
+    for d in np.unique(day):  # dense from 0 within each day, in time order
+        np.testing.assert_array_equal(ids[day == d] % ID_DAY_STRIDE, np.arange((day == d).sum()))
+    assert (np.diff(ids) > 0).all() and ids.max() < 2**53
     assert tx["ts"].is_monotonic_increasing
     same_ts = tx["ts"].to_numpy()[1:] == tx["ts"].to_numpy()[:-1]
     cust = tx["customer_id"].to_numpy()
