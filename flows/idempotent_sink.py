@@ -5,18 +5,26 @@ epoch's outputs twice. This sink is a `FixedPartitionedSink` with one Bytewax pa
 partition of the output topic; items arrive grouped by output partition (`flows.scoring`), keyed by
 transaction id. Each writer remembers the ids it wrote within the dedupe window, with a fingerprint of
 the transaction's content, and its snapshot is the next offset it will write. On resume it reads what its
-Kafka partition received after that offset (written after the snapshot, before the crash), so:
+Kafka partition received after that offset (written after the snapshot, before the crash); with no
+snapshot at all (a first start, a crash before the first snapshot, a reset recovery store) it reads what
+the partition received within the dedupe window (by Kafka timestamp), so:
 
 - a decision for an id already written with the same content (a replay after a restart) is skipped;
 - one for an id already written with other content (the id re-used by another card, so read from
   another input partition, where the reader's own check cannot see it) goes to `dead_letters` instead,
   with where the first one is: one transaction id is decided once.
+
+A broker that does not answer for a while (a restart) is waited for with backoff where the sink reads
+from it, instead of failing the flow.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 import msgspec
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
@@ -30,6 +38,7 @@ from streamguard.settings import Settings
 from streamguard.topics import read_to_end
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class _Decided(msgspec.Struct):
@@ -65,20 +74,47 @@ class _PartitionWriter(StatefulSinkPartition[list[Message], dict]):
             RecentIds.restore(resume["ids"], window_us) if isinstance(resume, dict) else RecentIds(window_us)
         )
         self._next_offset = resume["next_offset"] if isinstance(resume, dict) else resume
-        self._written: dict[str, int] = {}
-        """Ids written after the snapshot (read back on resume): key -> fingerprint."""
-        if self._next_offset is not None:
-            self._written = self._keys_after(self._next_offset)
-            if self._written:
-                log.warning(
-                    "%s[%d]: %d decisions were written after the last snapshot; their replays will be skipped",
-                    topic,
-                    partition,
-                    len(self._written),
-                )
+        self._written: dict[str, int] = _retrying(
+            f"reading back {topic}[{partition}]",
+            lambda: self._keys_after(
+                self._next_offset if self._next_offset is not None else self._window_start()
+            ),
+        )
+        """Ids written after the snapshot, or within the dedupe window without one: key -> fingerprint."""
+        if self._written:
+            log.warning(
+                "%s[%d]: %d decisions are in the topic already (written %s); their replays will be skipped",
+                topic,
+                partition,
+                len(self._written),
+                "after the last snapshot" if self._next_offset is not None else "within the dedupe window",
+            )
+        self._next_offset = self._next_offset or 0
         self._failed: list[str] = []
         self._delivered_to = 0
         """One past the highest offset Kafka confirmed for this partition (exact: Tansu's end offset is not)."""
+
+    def _window_start(self) -> int:
+        """The partition's first offset written within the dedupe window (Kafka timestamps), else its start."""
+        since_ms = int((time.time() - self._settings.dedupe_window_s) * 1000)
+        consumer = Consumer({**self._settings.kafka_config(), "group.id": "streamguard-sink"})
+        try:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(self._topic, self._partition), timeout=10, cached=False
+            )
+            if high <= low:
+                return low
+            try:
+                (found,) = consumer.offsets_for_times(
+                    [TopicPartition(self._topic, self._partition, since_ms)], timeout=10
+                )
+            except KafkaException:  # a broker without timestamp lookups: read the whole partition
+                return low
+            if found.error is not None:
+                return low
+            return high if found.offset < 0 else max(found.offset, low)  # -1: nothing that recent
+        finally:
+            consumer.close()
 
     def _keys_after(self, offset: int) -> dict[str, int]:
         # A 1 s wait for nothing ends the read: missing a key here would mean writing it twice.
@@ -157,16 +193,27 @@ class _PartitionWriter(StatefulSinkPartition[list[Message], dict]):
         if self._producer.flush(30):
             self._failed.append(f"{len(self._producer)} messages not delivered within 30 s")
         self._raise_failed()
-        return {"next_offset": max(self._end_offset(), self._delivered_to), "ids": self._ids.snapshot()}
+        self._next_offset = max(self._end_offset(), self._delivered_to, self._next_offset)
+        return {"next_offset": self._next_offset, "ids": self._ids.snapshot()}
 
     def _end_offset(self) -> int:
         # A broker's end offset may trail the data (Tansu); a lower bound is safe: on resume, keys found
-        # after it are read back and skipped, and keys before it are in the topic already.
+        # after it are read back and skipped, and keys before it are in the topic already. So is the last
+        # one known when the broker does not answer now: every message produced was delivered (flushed).
         if self._watermarks is None:
             self._watermarks = Consumer({**self._settings.kafka_config(), "group.id": "streamguard-sink"})
-        _, high = self._watermarks.get_watermark_offsets(
-            TopicPartition(self._topic, self._partition), timeout=10, cached=False
-        )
+        try:
+            _, high = self._watermarks.get_watermark_offsets(
+                TopicPartition(self._topic, self._partition), timeout=10, cached=False
+            )
+        except KafkaException as exc:
+            log.warning(
+                "%s[%d]: end offset unknown (%s); the snapshot keeps the last known one",
+                self._topic,
+                self._partition,
+                exc,
+            )
+            return self._next_offset
         return high
 
     def close(self) -> None:
@@ -174,6 +221,23 @@ class _PartitionWriter(StatefulSinkPartition[list[Message], dict]):
         self._producer.flush(30)
         if self._watermarks is not None:
             self._watermarks.close()
+
+
+def _retrying(what: str, read: Callable[[], T], give_up_s: float = 300.0) -> T:
+    """Run `read`, retrying with backoff while the broker does not answer (a restart), up to `give_up_s`."""
+    deadline, wait = time.monotonic() + give_up_s, 0.5
+    while True:
+        try:
+            return read()
+        except (KafkaException, TimeoutError) as exc:
+            if time.monotonic() + wait > deadline:
+                raise KafkaException(
+                    f"{what}: the broker did not answer for {give_up_s:.0f} s ({exc}); is it up? "
+                    "(`streamguard status`)"
+                ) from exc
+            log.warning("%s: broker not answering (%s); retrying in %.1f s", what, exc, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 10.0)
 
 
 class IdempotentKafkaSink(FixedPartitionedSink[list[Message], dict]):

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from flows import metrics
@@ -190,7 +190,13 @@ class _Quiet:
 
     def partitions(self, topic: str) -> list[int]:
         if topic not in self._partitions:
-            meta = self._client().list_topics(topic, timeout=10).topics.get(topic)
+            try:
+                meta = self._client().list_topics(topic, timeout=10).topics.get(topic)
+            except KafkaException as exc:
+                log.warning(
+                    "the broker does not list %s (%s); label feature readiness waits for it", topic, exc
+                )
+                return []
             found = sorted(meta.partitions) if meta is not None and meta.error is None else []
             if not found:
                 return []
@@ -211,6 +217,10 @@ class _Quiet:
             {TopicPartition(t, p): OffsetSpec.latest() for t, p in keys}, request_timeout=5
         )
         return {(tp.topic, tp.partition): f.result(timeout=5).offset for tp, f in futures.items()}, read_at
+
+    def forget_ends(self) -> None:
+        """Drop the end offsets read last: nothing is quiet until they are read again."""
+        self._ends = {}
 
     def end(self, topic: str, partition: int) -> int | None:
         """The end offset read last for a partition."""
@@ -252,6 +262,7 @@ class LabelFeatures:
         self._lag_days = min(w.lag for w in self._state.windows)
         """Day D's features need every transaction of the days before D - this."""
         self._lateness_us = int(settings.allowed_lateness_s * 1_000_000)
+        self._broker_down = False
         self._lock = threading.Lock()
         self._tables: dict[int, LabelTable] = {}
         self._quiet = _Quiet(settings)
@@ -444,9 +455,18 @@ class LabelFeatures:
                     self.progressed_at = time.time()
         safe_marks, quiet_marks, confirmed = [], [], float("inf")
         basis: dict[tuple[str, int], int | None] = {}
-        self._quiet.refresh(
-            [(t, p) for t in self._topics.values() for p in self._quiet.partitions(t)], now, fresh
-        )
+        try:
+            self._quiet.refresh(
+                [(t, p) for t in self._topics.values() for p in self._quiet.partitions(t)], now, fresh
+            )
+            self._broker_down = False
+        except (KafkaException, TimeoutError) as exc:
+            # The store still answers: only "read to the end" cannot be confirmed now, so no partition
+            # counts as quiet until the broker answers again (event-time readiness goes on).
+            self._quiet.forget_ends()
+            if not self._broker_down:
+                log.warning("the broker does not answer end-offset requests (%s); quiet partitions wait", exc)
+            self._broker_down = True
         for source, topic in self._topics.items():
             parts = []
             for partition in self._quiet.partitions(topic):

@@ -314,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
         "reset",
         help="delete a flow's recovery store (Kafka offsets and state); it then re-reads its topics",
         description="delete a flow's recovery store (Kafka offsets and state); it then re-reads its topics. "
-        "Stop the flow first. Decisions already in the decisions topic may be written again (the SQL "
-        "decisions view keeps one per transaction).",
+        "Stop the flow first. The scoring flow decides every transaction again; decisions already in "
+        "the decisions topic within the dedupe window (STREAMGUARD_DEDUPE_WINDOW_S, by Kafka time) are "
+        "not written again, older ones are (the SQL decisions view keeps one per transaction).",
     )
     p.set_defaults(func=cmd_flow_reset)
     p.add_argument("name", choices=("fraud", "mirror"))

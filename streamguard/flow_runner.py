@@ -57,10 +57,11 @@ RESET_CONSEQUENCES = {
         "Its recovery store holds the Kafka offsets it read up to and its state: card and terminal windows, "
         "the cross-partition event-time order, the transaction ids it remembers for dedupe, and what each "
         "decisions writer wrote. Without it the flow starts over: it re-reads `transactions` from the "
-        "beginning of the topic and rebuilds that state from the events. Its decisions writers start "
-        "without memory too, so every transaction still in the topic is decided and written to `decisions` "
-        "again: the SQL `decisions` view and `streamguard decisions` keep one per transaction, but other "
-        "consumers of the topic see a second copy."
+        "beginning of the topic and rebuilds that state from the events. Its decisions writers read back "
+        "what `decisions` received within the dedupe window (STREAMGUARD_DEDUPE_WINDOW_S, by Kafka time) "
+        "and skip those transactions; older decisions are written again: the SQL `decisions` view and "
+        "`streamguard decisions` keep one per transaction, but other consumers of the topic see a second "
+        "copy of those."
     ),
     "mirror": (
         "Its recovery store holds only Kafka offsets; the mirror also starts after what the SQL store "

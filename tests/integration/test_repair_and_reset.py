@@ -115,11 +115,6 @@ def test_flow_reset_needs_yes_and_refuses_while_a_flow_uses_the_store(sg_setting
     assert "nothing to delete" in capsys.readouterr().out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: a decisions writer built without a snapshot (flows/idempotent_sink.py, resume None) does "
-    "not read back what its partition already holds, so a reset fraud flow writes every decision again",
-)
 def test_a_reset_fraud_flow_decides_again_without_writing_decisions_twice(sg_settings):
     txns, labels = simulate(SimulationConfig(days=9, customers=40, terminals=80, seed=11))
     prepare(sg_settings)
