@@ -97,7 +97,7 @@ def main() -> None:
             collapsed = args.out / "profile_flow.txt"
             spy = subprocess.Popen(
                 [
-                    "py-spy",
+                    _py_spy(),
                     "record",
                     "--pid",
                     str(flow.pid),

@@ -141,8 +141,8 @@ class _PartitionWriter(StatefulSinkPartition[list[Message], dict]):
         """Produce the messages not written yet (delivery is awaited at the next snapshot)."""
         produce = self._producer.produce
         for group in items:
-            for key, print_, ts_us, value in group:
-                if not self._first(key, print_, ts_us):
+            for key, print_, ts_us, value, source_partition, source_offset in group:
+                if not self._first(key, print_, ts_us, source_partition, source_offset):
                     continue
                 while True:
                     try:
@@ -161,7 +161,7 @@ class _PartitionWriter(StatefulSinkPartition[list[Message], dict]):
                 "is the broker up and the topic there? (`streamguard status`)"
             )
 
-    def _first(self, key: str, print_: int, ts_us: int) -> bool:
+    def _first(self, key: str, print_: int, ts_us: int, source_partition: int, source_offset: int) -> bool:
         """Say whether to write this decision (and dead-letter it if its id was decided for other content)."""
         txn_id = int(key)
         written = self._written.pop(key, None)
@@ -172,13 +172,15 @@ class _PartitionWriter(StatefulSinkPartition[list[Message], dict]):
             return True
         if first is None or not self._guard:
             return False  # the same decision again (a replay), or an alert the decisions sink judges
+        # The letter points at the refused transaction itself (its bytes stay readable at that offset).
         letter = dead_letter(
             f"duplicate transaction_id {txn_id} with different content: a decision for it is already in "
             f"{self._topic} partition {self._partition}; transaction ids must be unique: send it with a new id",
             "dedupe",
             value=None,
-            topic=self._topic,
-            partition=self._partition,
+            topic=self._settings.topic("transactions"),
+            partition=source_partition,
+            offset=source_offset,
         )
         self._producer.produce(self._dead_topic, key=b"dedupe", value=encode(letter))
         metrics.DEAD_LETTERS.labels("dedupe", "duplicate_id").inc()

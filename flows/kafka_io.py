@@ -7,9 +7,9 @@ from bytewax.connectors.kafka import KafkaSinkMessage
 from streamguard.events import DeadLetter, encode
 from streamguard.settings import Settings
 
-Message = tuple[str, int, int, bytes]
+Message = tuple[str, int, int, bytes, int, int]
 """One output message of the idempotent sink: (key = transaction id, content fingerprint, event time in
-microseconds, JSON value)."""
+microseconds, JSON value, and the transaction's own `transactions` partition and offset)."""
 
 _PAD = 5
 

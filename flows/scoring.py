@@ -167,7 +167,7 @@ class DecisionEncoder:
         outcomes = [decide(s, settings) for s in scores]
         reasons = [DEGRADED_REASONS[c] for c in rows.degraded.tolist()]
         ids, ts_us, amounts = rows.ids.tolist(), rows.ts_us.tolist(), rows.amounts.tolist()
-        prints = rows.prints.tolist()
+        prints, partitions, offsets = rows.prints.tolist(), rows.partitions.tolist(), rows.offsets.tolist()
         produced, ingested = rows.produced_us.tolist(), rows.ingested_us.tolist()
         ordered = rows.ordered_us.tolist()
         customers, terminals = rows.customers, rows.terminals
@@ -202,7 +202,9 @@ class DecisionEncoder:
                 explanations[i],
                 reason,
             )
-            messages.append((str(ids[i]), prints[i], ts_us[i], encode_one(decision)))
+            messages.append(
+                (str(ids[i]), prints[i], ts_us[i], encode_one(decision), partitions[i], offsets[i])
+            )
         self._observe(rows, scored, emitted)
         decisions = _grouped(messages, rows.ids % n_decisions, None)
         flagged = np.array([o != "approve" for o in outcomes], bool)
