@@ -222,3 +222,12 @@ def processes_working_in(folder: Path) -> list[int]:
         for proc in psutil.process_iter(["cwd"])
         if proc.info["cwd"] is not None and Path(proc.info["cwd"]) == folder and pid_alive(proc.pid)
     ]
+
+
+def processes_with_argument(argument: str) -> list[int]:
+    """Return the live pids with `argument` as one of their command-line arguments."""
+    return [
+        proc.pid
+        for proc in psutil.process_iter(["cmdline"])
+        if argument in (proc.info["cmdline"] or ()) and pid_alive(proc.pid)
+    ]

@@ -21,6 +21,7 @@ from streamguard._processes import (
     pid_alive,
     port_accepts,
     process_cmdline,
+    processes_with_argument,
     processes_working_in,
     terminate,
     wait_gone,
@@ -181,3 +182,14 @@ def test_a_process_that_leads_no_group_gets_the_signal_alone():
     with started(SLEEPER) as proc:
         assert os.getpgid(proc.pid) == os.getpgid(0) != proc.pid
         assert terminate(proc.pid, 5.0) is False
+
+
+def test_processes_with_argument_finds_the_live_ones_by_a_whole_argument(tmp_path):
+    folder = str(tmp_path / "recovery")
+    assert processes_with_argument(folder) == []
+    with started(SLEEPER, folder) as proc:
+        assert processes_with_argument(folder) == [proc.pid]
+        assert processes_with_argument(folder[:-1]) == []  # a prefix of an argument is not the argument
+        proc.kill()
+        wait_for_state(proc.pid, "Z")
+        assert processes_with_argument(folder) == []
