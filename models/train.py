@@ -22,7 +22,6 @@ import xgboost as xgb
 
 from models.drift_reference import build_reference, compare
 from models.labels import trainable
-from models.metrics import average_precision, card_precision_top_k, roc_auc
 from models.protocol import Evaluation, evaluate
 from models.scorer import resolve_device
 
@@ -244,25 +243,6 @@ def predict_rows(
     """Return P(fraud) (float64) for `rows`; `iteration_range` scores with only some of the trees."""
     d = xgb.DMatrix(feature_matrix(rows, feature_names), feature_names=list(feature_names), missing=np.nan)
     return booster.predict(d, iteration_range=iteration_range).astype(np.float64)
-
-
-def window_metrics(rows: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
-    """Return AUC ROC, AP, card precision top-100 and the fraud rate over every scored row (no protocol)."""
-    y = rows["is_fraud"].to_numpy(dtype=bool)
-    cards = pd.DataFrame(
-        {
-            "customer_id": rows["customer_id"].to_numpy(),
-            "day": rows["ts"].dt.tz_convert("UTC").dt.date.to_numpy(),
-            "is_fraud": y,
-            "score": scores,
-        }
-    )
-    return {
-        "auc_roc": roc_auc(y, scores),
-        "average_precision": average_precision(y, scores),
-        "card_precision_top_100": card_precision_top_k(cards, k=100),
-        "test_fraud_rate": float(y.mean()),
-    }
 
 
 def frauds_since(examples: pd.DataFrame, since: datetime) -> pd.DataFrame:

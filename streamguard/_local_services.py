@@ -96,7 +96,7 @@ class TansuBroker:
         return pid if pid is not None and _is_alive_with(pid, "--listener-url") else None
 
     def listening_port(self, pid: int) -> int | None:
-        """Return the port that broker `pid` was started on, or None where procfs cannot tell."""
+        """Return the port that broker `pid` was started on, or None where its command line cannot be read."""
         cmdline = process_cmdline(pid) or []
         for flag, value in zip(cmdline, cmdline[1:], strict=False):
             if flag == "--listener-url":
@@ -227,14 +227,12 @@ class LocalPostgres:
         """Delete lock files of a dead postmaster, once none of its backends still works in PGDATA."""
         # Postgres refuses to start while a lock file names a pid that answers kill(pid, 0), as a recycled
         # pid or an unreaped (zombie) killed postmaster does. postmaster.pid also guards against orphaned
-        # backends of a killed postmaster, so it goes only when procfs shows none is left.
+        # backends of a killed postmaster, so it goes only when the process table shows none is left.
         if not (self.data / "postmaster.pid").exists():
             return
         deadline = time.monotonic() + 5.0
         while (users := processes_working_in(self.data.resolve())) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if users is None:
-            return  # cannot tell: leave the decision to postgres
         if users:
             raise StackError(
                 f"processes {users} of an earlier PostgreSQL still use {self.data}; stop them first"
@@ -368,7 +366,7 @@ def _is_alive_with(pid: int, argument: str) -> bool:
     if not pid_alive(pid):
         return False
     cmdline = process_cmdline(pid)
-    return cmdline is None or argument in cmdline  # None: no procfs, trust the pid
+    return cmdline is None or argument in cmdline  # None: not ours to read, trust the pid
 
 
 def _postgres_bin() -> Path:

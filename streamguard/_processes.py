@@ -1,11 +1,13 @@
 """Start, find and stop detached background processes, and check local TCP ports.
 
-Helpers for `streamguard.stack`; POSIX only. A process counts as alive only while it is neither gone nor a
-zombie, because a killed broker whose parent has not reaped it yet still answers `kill(pid, 0)`.
+Helpers for `streamguard.stack`; POSIX only; psutil reads the process table. A process counts as alive only
+while it is neither gone nor a zombie, because a killed broker whose parent has not reaped it yet still
+answers `kill(pid, 0)` (and psutil's own `wait` waits for such a zombie to be reaped, hence `wait_gone`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -16,6 +18,8 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
+
+import psutil
 
 LOCALHOST = "127.0.0.1"
 
@@ -64,33 +68,27 @@ def port_accepts(port: int, host: str = LOCALHOST, timeout_s: float = 0.5) -> bo
 
 def pid_alive(pid: int) -> bool:
     """Return whether process `pid` exists and is not a zombie; reap it first if it is our exited child."""
+    if pid <= 0:
+        return False  # 0 and -1 name groups or everyone to kill() and waitpid(), never one process
     try:
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
-        if reaped == pid:
-            return False
-    except ChildProcessError:
+        proc = psutil.Process(pid)
+        if proc.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return True
+        with contextlib.suppress(psutil.TimeoutExpired):
+            proc.wait(timeout=0)  # reaps our own child; another parent's zombie just stays
+    except psutil.NoSuchProcess:  # ZombieProcess included
         pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by another user (e.g. postgres running as `pgserver`)
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no procfs: trust kill(pid, 0)
-    state = stat.rsplit(")", 1)[-1].split()[0]
-    return state not in ("Z", "X")
+    except psutil.AccessDenied:
+        return True  # exists, not ours to inspect (e.g. postgres running as `pgserver`)
+    return False
 
 
 def process_cmdline(pid: int) -> list[str] | None:
-    """Return the command line of `pid`, or None where procfs cannot tell."""
+    """Return the command line of `pid`, or None if it is gone or not ours to read."""
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        return psutil.Process(pid).cmdline()
+    except (psutil.Error, ValueError):  # ValueError: a negative pid
         return None
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
 def launch_detached(command: list[str], log_path: Path, cwd: Path, env: dict[str, str] | None = None) -> int:
@@ -216,16 +214,20 @@ def grant_read_tree(root: Path) -> None:
                 file.chmod(mode | extra)
 
 
-def processes_working_in(folder: Path) -> list[int] | None:
-    """Return the live pids whose working directory is `folder`; None where procfs cannot tell."""
-    proc = Path("/proc")
-    if not (proc / "self" / "cwd").exists():
-        return None
-    pids = []
-    for entry in proc.glob("[0-9]*"):
-        try:
-            if Path(os.readlink(entry / "cwd")) == folder and pid_alive(int(entry.name)):
-                pids.append(int(entry.name))
-        except (OSError, ValueError):
-            continue  # gone meanwhile, or not ours to read
-    return pids
+def processes_working_in(folder: Path) -> list[int]:
+    """Return the live pids whose working directory is `folder` (of those this user may inspect)."""
+    # psutil reports a zombie's or a foreign process's cwd as None; those never match.
+    return [
+        proc.pid
+        for proc in psutil.process_iter(["cwd"])
+        if proc.info["cwd"] is not None and Path(proc.info["cwd"]) == folder and pid_alive(proc.pid)
+    ]
+
+
+def processes_with_argument(argument: str) -> list[int]:
+    """Return the live pids with `argument` as one of their command-line arguments."""
+    return [
+        proc.pid
+        for proc in psutil.process_iter(["cmdline"])
+        if argument in (proc.info["cmdline"] or ()) and pid_alive(proc.pid)
+    ]

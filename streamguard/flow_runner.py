@@ -72,14 +72,9 @@ RESET_CONSEQUENCES = {
 
 def running_users(folder: Path) -> list[int]:
     """Return the pids of live processes whose command line names `folder` (a flow using its store)."""
-    from streamguard._processes import pid_alive, process_cmdline
+    from streamguard._processes import processes_with_argument
 
-    pids = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        cmdline = process_cmdline(int(entry.name)) or []
-        if str(folder) in cmdline and int(entry.name) != os.getpid() and pid_alive(int(entry.name)):
-            pids.append(int(entry.name))
-    return pids
+    return [pid for pid in processes_with_argument(str(folder)) if pid != os.getpid()]
 
 
 def reset_recovery(settings: Settings, name: str) -> Path | None:

@@ -81,17 +81,6 @@ def rate(new: Scrape, old: Scrape | None, name: str, **match: str) -> float:
     return sum(grown.values()) / (new.at - old.at)
 
 
-def rate_by(new: Scrape, old: Scrape | None, name: str, label: str, **match: str) -> dict[str, float]:
-    """Return the per-second rates summed by one label's value."""
-    if old is None or new.at <= old.at:
-        return {}
-    out: dict[str, float] = {}
-    for labels, grown in increase(new.series(name, **match), old.series(name, **match)).items():
-        key = dict(labels).get(label, "")
-        out[key] = out.get(key, 0.0) + grown / (new.at - old.at)
-    return out
-
-
 def buckets(new: Scrape, old: Scrape | None, name: str, **match: str) -> list[tuple[float, float]]:
     """Return (upper bound, cumulative count) of a histogram's observations since `old` (all if None)."""
     grown = increase(

@@ -30,7 +30,6 @@ from streamguard.settings import Settings
 from streamguard.sql_text import strip_comments, tokenize
 
 Target = Literal["postgres", "materialize"]
-TARGETS: tuple[Target, ...] = ("postgres", "materialize")
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
 SERVING_CLUSTER = "streamguard_serving"
@@ -329,9 +328,3 @@ def dry_run_text(settings: Settings, target: Target) -> str:
     return "\n\n".join(
         f"-- {f.relpath}\n{statement(f, settings, target)}" for f in apply_sql(settings, target, dry_run=True)
     )
-
-
-def drop_schema(settings: Settings) -> None:
-    """Drop streamguard's schema and everything in it (tests and `streamguard sql reset`)."""
-    with connect(settings) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(settings.sql_schema)))

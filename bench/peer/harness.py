@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 import msgspec
+import psutil
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -107,9 +108,9 @@ class DecisionTail:
 
 
 def cpu_seconds(pid: int) -> float:
-    """Return a process's user + system CPU time so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """Return a process's user + system CPU time so far."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def wait_quiet(procs: list[subprocess.Popen], share: float = 0.15, window_s: float = 2.0, timeout_s=300.0):

@@ -12,14 +12,21 @@ from contextlib import contextmanager
 
 import msgspec
 import pandas as pd
+from psycopg import sql
 
 from streamguard.events import Decision
 from streamguard.flow_runner import spawn_flow, stop_flows
 from streamguard.settings import Settings
-from streamguard.sqlstore import apply_sql
+from streamguard.sqlstore import apply_sql, connect
 from streamguard.topics import ensure_topics, read_all
 
 _decision = msgspec.json.Decoder(Decision)
+
+
+def drop_schema(settings: Settings) -> None:
+    """Drop the test's SQL schema and everything in it."""
+    with connect(settings) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(settings.sql_schema)))
 
 
 def prepare(settings: Settings) -> None:

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import xgboost as xgb
 from drift_population import population, scores_of
+from pipeline_harness import drop_schema
 from psycopg import sql
 
 from models.drift_reference import SCORE, build_reference, compare
 from models.features import FEATURE_NAMES
 from models.registry import Registry
 from streamguard.drift_store import daily_psi, format_daily_psi, publish_reference, publish_registry
-from streamguard.sqlstore import apply_sql, connect, drop_schema
+from streamguard.sqlstore import apply_sql, connect
 
 DAY1 = datetime(2026, 3, 2, tzinfo=UTC)
 DAY2 = DAY1 + timedelta(days=1)

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 
 import pytest
+from pipeline_harness import drop_schema
 from psycopg import sql
 
 from flows.label_features import TERMINAL_FEATURES, TerminalLabelState
@@ -29,7 +30,6 @@ from streamguard.sqlstore import (
     apply_sql,
     check_server,
     connect,
-    drop_schema,
     sql_files,
 )
 from streamguard.store_lookups import LOOKUPS, SqlCatalog

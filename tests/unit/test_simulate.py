@@ -243,6 +243,13 @@ def test_within_radius_matches_brute_force(radius):
         np.testing.assert_array_equal(indices[offsets[i] : offsets[i + 1]], np.flatnonzero(d[i] <= radius))
 
 
+@pytest.mark.parametrize(("n_centers", "n_points"), [(0, 5), (4, 0), (0, 0)])
+def test_within_radius_of_nothing_is_empty(n_centers, n_points):
+    offsets, indices = within_radius(np.zeros((n_centers, 2)), np.zeros((n_points, 2)), 1.0)
+    np.testing.assert_array_equal(offsets, np.zeros(n_centers + 1))
+    assert indices.dtype == np.int64 and len(indices) == 0
+
+
 def test_scenarios_can_be_switched_off():
     cfg = replace(MODERATE, days=20, terminal_compromise_rate=0.0, card_compromise_rate=0.0)
     sim = simulate_detailed(cfg)
