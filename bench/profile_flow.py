@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench_flow import _bootstrap_model, _fresh, _spawn, _store_holds, _timed
+from bench_flow import _bootstrap_model, _fresh, _scrape, _spawn, _store_holds, _timed
 
 from streamguard.flow_runner import stop_flows
 from streamguard.replay import load_labels, load_transactions, replay
@@ -42,8 +42,8 @@ def _py_spy() -> str:
     return found
 
 
-def _summary(collapsed: Path, top: int) -> str:
-    """Own and total samples per function from py-spy's collapsed stacks."""
+def _summary(collapsed: Path, top: int, idle: bool = False) -> str:
+    """Own and total samples per function from py-spy's collapsed stacks (with `idle`: per thread too)."""
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
     samples = 0
@@ -55,11 +55,32 @@ def _summary(collapsed: Path, top: int) -> str:
         own[frames[-1]] += n
         for f in set(frames):
             total[f] += n
-    lines = [f"{samples:,} samples (non-idle)", "own time:"]
+    threads: collections.Counter[str] = collections.Counter()
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        parts = stack.split(";")
+        if idle and len(parts) > 1 and parts[1].startswith("thread "):
+            threads[parts[1]] += int(count)
+    lines = [f"{samples:,} samples ({'idle included' if idle else 'non-idle'})"]
+    lines += [f"  {100 * n / samples:5.1f}%  {t}" for t, n in threads.most_common()]
+    lines += ["own time:"]
     lines += [f"  {100 * n / samples:5.1f}%  {f}" for f, n in own.most_common(top)]
     lines += ["total (on the stack):"]
     lines += [f"  {100 * n / samples:5.1f}%  {f}" for f, n in total.most_common(top * 2)]
     return "\n".join(lines)
+
+
+def _batch_sizes(samples) -> str:
+    """Rows per XGBoost call over the run, from the flow's histogram: the flow's per-batch costs depend on it."""
+    buckets = sorted(
+        (float(labels["le"]), v) for name, labels, v in samples if name == "streamguard_score_batch_rows_bucket"
+    )
+    calls = buckets[-1][1] if buckets else 0
+    below, prev = [], 0.0
+    for le, v in buckets:
+        below.append(f"<={le:g}: {v - prev:,.0f}")
+        prev = v
+    return f"XGBoost calls: {calls:,.0f} ({', '.join(below)})"
 
 
 def main() -> None:
@@ -69,6 +90,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=Path("out"))
+    parser.add_argument(
+        "--idle", action="store_true", help="keep idle samples, per thread: shows what the flow waits on"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sg-profile-") as tmp:
@@ -88,7 +112,7 @@ def main() -> None:
             )
             print(f"backlog: {len(txns):,} transactions; bootstrapping a model", flush=True)
             _bootstrap_model(base, data, start, args.days)
-            s = _fresh(base, "profile")
+            s = _fresh(base, "profile", fraud_metrics_port=free_port())
             replay(s, txns, labels, progress=False)
             mirror = _spawn(s, "mirror", "")
             _store_holds(s, [mirror])
@@ -108,6 +132,7 @@ def main() -> None:
                     "--rate",
                     "200",
                     "--subprocesses",
+                    *(["--idle", "--threads"] if args.idle else []),
                 ],  # fmt: skip
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -115,11 +140,12 @@ def main() -> None:
             started = time.monotonic()
             try:
                 rate = _timed(s, len(txns), [flow])
+                print(_batch_sizes(_scrape(s.fraud_metrics_port)))
             finally:
                 stop_flows([flow])
                 spy.wait(60)
             print(f"fraud flow alone: {rate:,.0f} tx/s steady ({time.monotonic() - started:.0f} s in all)")
-            print(_summary(collapsed, args.top))
+            print(_summary(collapsed, args.top, args.idle))
             print(f"collapsed stacks: {collapsed} (open in https://speedscope.app or flamegraph.pl)")
         finally:
             stack.down()

@@ -94,8 +94,11 @@ class _PartitionWriter(StatefulSinkPartition[list[Message], dict]):
         self._delivered_to = 0
         """One past the highest offset Kafka confirmed for this partition (exact: Tansu's end offset is not)."""
 
-    def _window_start(self) -> int:
-        """The partition's first offset written within the dedupe window (Kafka timestamps), else its start."""
+    def _window_start(self) -> int | None:
+        """The partition's first offset written within the dedupe window (Kafka timestamps), else its start.
+
+        None when nothing in it is that recent, or it is empty: then there is nothing to read back.
+        """
         since_ms = int((time.time() - self._settings.dedupe_window_s) * 1000)
         consumer = Consumer({**self._settings.kafka_config(), "group.id": "streamguard-sink"})
         try:
@@ -103,7 +106,7 @@ class _PartitionWriter(StatefulSinkPartition[list[Message], dict]):
                 TopicPartition(self._topic, self._partition), timeout=10, cached=False
             )
             if high <= low:
-                return low
+                return None
             try:
                 (found,) = consumer.offsets_for_times(
                     [TopicPartition(self._topic, self._partition, since_ms)], timeout=10
@@ -112,13 +115,15 @@ class _PartitionWriter(StatefulSinkPartition[list[Message], dict]):
                 return low
             if found.error is not None:
                 return low
-            return high if found.offset < 0 else max(found.offset, low)  # -1: nothing that recent
+            return None if found.offset < 0 else max(found.offset, low)  # -1: nothing that recent
         finally:
             consumer.close()
 
-    def _keys_after(self, offset: int) -> dict[str, int]:
+    def _keys_after(self, offset: int | None) -> dict[str, int]:
         # A 1 s wait for nothing ends the read: missing a key here would mean writing it twice.
         found: dict[str, int] = {}
+        if offset is None:
+            return found
         for m in read_to_end(
             self._settings, self._topic, lambda _low, _high: offset, partitions=[self._partition], idle_s=1.0
         ):

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections import Counter as Tally
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import msgspec
 import numpy as np
@@ -24,7 +24,6 @@ from flows.model_roles import ModelRoles, ScoredBatch
 from flows.terminal_stage import StageOut
 from flows.txn_rows import DEADLINE, DEGRADED_REASONS, TxnRows
 from models.features import FEATURE_NAMES
-from streamguard.events import EPOCH, StageTimes
 from streamguard.settings import Settings
 from streamguard.topics import partition_count
 
@@ -103,11 +102,26 @@ Features = msgspec.defstruct("Features", [(name, float | None) for name in FEATU
 about twice as fast (the keys are encoded once, no dict per transaction)."""
 
 
+class StageTimesOut(msgspec.Struct, gc=False):
+    """`streamguard.events.StageTimes` as the flow writes it: the instants pre-formatted (RFC 3339, UTC)."""
+
+    produced: str | None
+    ingested: str
+    features_ready: str
+    scored: str
+    emitted: str
+    ordered: str | None
+
+
 class DecisionOut(msgspec.Struct, gc=False):
-    """`streamguard.events.Decision` as the flow writes it (same fields, same order, same JSON)."""
+    """`streamguard.events.Decision` as the flow writes it (same fields, same order; times as RFC 3339 text).
+
+    Times are formatted a column at a time (`_iso`), about 4x faster than a datetime per row; they always
+    carry microseconds, where msgspec would leave out a zero fraction: the same instants for any decoder.
+    """
 
     transaction_id: int
-    ts: datetime
+    ts: str
     customer_id: str
     terminal_id: str
     amount: float
@@ -116,7 +130,7 @@ class DecisionOut(msgspec.Struct, gc=False):
     model_version: str | None
     degraded: bool
     features: Features
-    stages: StageTimes
+    stages: StageTimesOut
     variant: str
     shadow_model_version: str | None
     shadow_score: float | None
@@ -124,19 +138,13 @@ class DecisionOut(msgspec.Struct, gc=False):
     degraded_reason: str | None
 
 
-class _Times:
-    """Datetimes from epoch microseconds, memoised: rows of one batch share most of their stage times."""
-
-    def __init__(self) -> None:
-        self._memo: dict[int, datetime] = {}
-
-    def __call__(self, us: int) -> datetime | None:
-        if us < 0:
-            return None
-        found = self._memo.get(us)
-        if found is None:
-            found = self._memo[us] = EPOCH + timedelta(microseconds=us)
-        return found
+def _iso(us: np.ndarray) -> list[str | None]:
+    """Format epoch microseconds as RFC 3339 UTC text, a column at a time; negative (unknown) -> None."""
+    text = np.datetime_as_string(us.astype("datetime64[us]"), unit="us", timezone="UTC").tolist()
+    if (us < 0).any():
+        for i in np.flatnonzero(us < 0).tolist():
+            text[i] = None
+    return text
 
 
 class DecisionEncoder:
@@ -159,17 +167,16 @@ class DecisionEncoder:
         """Return ([(decisions partition, messages)], [(alerts partition, messages)])."""
         rows, result, settings = scored.rows, scored.result, self._settings
         n_decisions, n_alerts = self._partitions()
-        times = _Times()
         emitted = datetime.now(UTC)
-        ready = times(scored.ready_us)
-        scored_at = scored.scored_us.tolist()
+        emitted_text, ready = _iso(np.array([int(emitted.timestamp() * 1e6), scored.ready_us], np.int64))
+        scored_at = _iso(scored.scored_us)
         scores = result.scores
         outcomes = [decide(s, settings) for s in scores]
         reasons = [DEGRADED_REASONS[c] for c in rows.degraded.tolist()]
         ids, ts_us, amounts = rows.ids.tolist(), rows.ts_us.tolist(), rows.amounts.tolist()
         prints, partitions, offsets = rows.prints.tolist(), rows.partitions.tolist(), rows.offsets.tolist()
-        produced, ingested = rows.produced_us.tolist(), rows.ingested_us.tolist()
-        ordered = rows.ordered_us.tolist()
+        produced, ingested, ordered = _iso(rows.produced_us), _iso(rows.ingested_us), _iso(rows.ordered_us)
+        ts_text = _iso(rows.ts_us)
         customers, terminals = rows.customers, rows.terminals
         versions, variants, shadows = result.versions, result.variants, result.shadow_scores
         explanations, shadow_version = result.explanations, result.shadow_version
@@ -179,7 +186,7 @@ class DecisionEncoder:
             reason = reasons[i]
             decision = DecisionOut(
                 ids[i],
-                times(ts_us[i]),
+                ts_text[i],
                 customers[i],
                 terminals[i],
                 amounts[i],
@@ -188,14 +195,7 @@ class DecisionEncoder:
                 versions[i],
                 reason is not None,
                 Features(*row),
-                StageTimes(
-                    times(produced[i]),
-                    times(ingested[i]),
-                    ready,
-                    times(scored_at[i]),
-                    emitted,
-                    times(ordered[i]),
-                ),
+                StageTimesOut(produced[i], ingested[i], ready, scored_at[i], emitted_text, ordered[i]),
                 variants[i],
                 shadow_version if shadows[i] is not None else None,
                 shadows[i],

@@ -116,6 +116,8 @@ def read_to_end(
         assignment, ends = [], {}
         for p in partitions:
             low, high = consumer.get_watermark_offsets(ConfluentPartition(topic, p), timeout=10, cached=False)
+            if high <= low:
+                continue  # empty: no record batch at all (an idle wait on it would only cost time)
             first = start(low, high)
             assignment.append(ConfluentPartition(topic, p, first))
             if high > first:
