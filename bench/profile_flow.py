@@ -73,7 +73,9 @@ def _summary(collapsed: Path, top: int, idle: bool = False) -> str:
 def _batch_sizes(samples) -> str:
     """Rows per XGBoost call over the run, from the flow's histogram: the flow's per-batch costs depend on it."""
     buckets = sorted(
-        (float(labels["le"]), v) for name, labels, v in samples if name == "streamguard_score_batch_rows_bucket"
+        (float(labels["le"]), v)
+        for name, labels, v in samples
+        if name == "streamguard_score_batch_rows_bucket"
     )
     calls = buckets[-1][1] if buckets else 0
     below, prev = [], 0.0
