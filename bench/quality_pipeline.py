@@ -25,6 +25,7 @@ from streamguard.flow_runner import settings_env
 from streamguard.settings import Settings
 from streamguard.sqlstore import connect
 from streamguard.stack import free_port
+from streamguard.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 SG = [sys.executable, "-m", "streamguard.cli"]
@@ -117,6 +118,8 @@ class PipelineRun:
         logs = settings.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self._cli(settings, "sql", "apply", log=logs / "sql.log")
+        # The flows read partition lists when they start: the dataset's topics must exist before.
+        ensure_topics(settings)
         for name in ("mirror", "fraud"):
             out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
             try:
@@ -144,8 +147,13 @@ class PipelineRun:
                 if decided >= n_tx and labelled >= n_labels:
                     return
                 dead = [p.args[-1] for p in self._flows if p.poll() is not None]
-                if dead:
-                    raise RuntimeError(f"flow(s) {dead} exited; logs in {logs}")
+                if dead:  # the logs go with the temporary folder: show their ends here
+                    tails = "\n".join(
+                        f"--- {name}.log (last lines)\n"
+                        + "\n".join((logs / f"{name}.log").read_text(errors="replace").splitlines()[-25:])
+                        for name in dead
+                    )
+                    raise RuntimeError(f"flow(s) {dead} exited; logs in {logs}\n{tails}")
                 if decided != last:
                     _say(f"  store: {decided:,} / {n_tx:,} decisions, {labelled:,} / {n_labels:,} labels")
                     last, last_change = decided, time.monotonic()

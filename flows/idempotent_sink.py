@@ -266,7 +266,7 @@ class IdempotentKafkaSink(FixedPartitionedSink[list[Message], dict]):
             if meta is None or meta.error is not None or not meta.partitions:
                 raise KafkaException(
                     f"output topic {self._topic} has no partitions ({meta and meta.error}); "
-                    "create it with `streamguard up` or `streamguard topics create`"
+                    "create it with `streamguard up` (it creates every topic under STREAMGUARD_TOPIC_PREFIX, on a configured Kafka too)"
                 )
             return [partition_name(p) for p in sorted(meta.partitions)]
         finally:

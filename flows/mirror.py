@@ -208,7 +208,7 @@ class StoreSource(FixedPartitionedSource[StoreBatch, int]):
                 if meta is None or meta.error is not None or not meta.partitions:
                     raise KafkaException(
                         f"topic {topic} has no partitions ({meta and meta.error}); create it with "
-                        "`streamguard up` or `streamguard topics create`"
+                        "`streamguard up` (it creates every topic under STREAMGUARD_TOPIC_PREFIX, on a configured Kafka too)"
                     )
                 parts += [f"{source}/{p}" for p in sorted(meta.partitions)]
             return parts

@@ -336,7 +336,7 @@ class TransactionSource(FixedPartitionedSource[ReadBatch, dict]):
             if meta is None or meta.error is not None or not meta.partitions:
                 raise KafkaException(
                     f"topic {self._topic} has no partitions at {','.join(self._settings.brokers)} "
-                    f"({meta and meta.error}); create it with `streamguard up` or `streamguard topics create`"
+                    f"({meta and meta.error}); create it with `streamguard up` (it creates every topic under STREAMGUARD_TOPIC_PREFIX, on a configured Kafka too)"
                 )
             return [str(p) for p in sorted(meta.partitions)]
         finally:
