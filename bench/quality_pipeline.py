@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamguard.flow_runner import settings_env
-from streamguard.settings import Settings
-from streamguard.sqlstore import connect
-from streamguard.stack import free_port
+from streamguard.core.settings import Settings
+from streamguard.local.flow_runner import settings_env
+from streamguard.local.stack import free_port
+from streamguard.sql.apply import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 SG = [sys.executable, "-m", "streamguard.cli"]

@@ -1,6 +1,6 @@
 """Serve terminal label features from memory, kept up to date by the SQL store's change feed.
 
-A transaction on day D gets, per terminal and whole-day window (`models.features`): over the days
+A transaction on day D gets, per terminal and whole-day window (`streamguard.core.features`): over the days
 [D - delay - N, D - delay) (N = 1, 7, 30; delay = the label delay) the transaction count and the share
 confirmed fraud by a label known before day D; over the days [D - 1 - N, D - 1) (N = 7, 28) the frauds
 known before day D and their share (`sql/30_features/terminal_risk_as_of.sql` is the same definition in
@@ -33,13 +33,13 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from flows import metrics
 from flows.store_changes import Change, ChangeFeed, Progress, open_feed
-from models.features import (
+from streamguard.core.features import (
     KNOWN_FRAUD_LAG_DAYS,
     KNOWN_FRAUD_WINDOWS_DAYS,
     TERMINAL_LABEL_FEATURES,
     TERMINAL_WINDOWS_DAYS,
 )
-from streamguard.settings import Settings
+from streamguard.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from flows.kafka_io import Message, partition_name
 from flows.model_roles import ModelRoles, ScoredBatch
 from flows.terminal_stage import StageOut
 from flows.txn_rows import DEADLINE, DEGRADED_REASONS, TxnRows
-from models.features import FEATURE_NAMES
-from streamguard.events import EPOCH, StageTimes
-from streamguard.settings import Settings
-from streamguard.topics import partition_count
+from streamguard.core.events import EPOCH, StageTimes
+from streamguard.core.features import FEATURE_NAMES
+from streamguard.core.settings import Settings
+from streamguard.core.topics import partition_count
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ about twice as fast (the keys are encoded once, no dict per transaction)."""
 
 
 class DecisionOut(msgspec.Struct, gc=False):
-    """`streamguard.events.Decision` as the flow writes it (same fields, same order, same JSON)."""
+    """`streamguard.core.events.Decision` as the flow writes it (same fields, same order, same JSON)."""
 
     transaction_id: int
     ts: datetime

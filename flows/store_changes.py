@@ -19,8 +19,8 @@ from typing import Protocol
 
 import psycopg
 
-from streamguard.settings import Settings
-from streamguard.sqlstore import connect, is_materialize
+from streamguard.core.settings import Settings
+from streamguard.sql.apply import connect, is_materialize
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The image entrypoint end to end: k8s/image/entrypoint.sh -> streamguard.deploy.launch -> bytewax.run.
+"""The image entrypoint end to end: k8s/image/entrypoint.sh -> streamguard.deploy.pod.launch -> bytewax.run.
 
 Pods are stood in for by local processes: each gets the env a StatefulSet pod gets (pod name, StatefulSet
 name, replicas, a hostfile of localhost addresses) and its own recovery directory, as with one volume per

@@ -1,4 +1,4 @@
-"""The entrypoint's Python half (streamguard.deploy.launch): argv, holders, DNS wait, environment checks."""
+"""The entrypoint's Python half (streamguard.deploy.pod.launch): argv, holders, DNS wait, environment checks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streamguard.deploy.launch import (
+from streamguard.deploy.pod.launch import (
     RecoveryArgs,
     bytewax_run_argv,
     main,
@@ -15,7 +15,7 @@ from streamguard.deploy.launch import (
     recovery_holders,
     wait_until_resolvable,
 )
-from streamguard.deploy.process import ClusterConfigError, ClusterPlan
+from streamguard.deploy.pod.process import ClusterConfigError, ClusterPlan
 
 
 @pytest.fixture

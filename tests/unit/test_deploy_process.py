@@ -1,4 +1,4 @@
-"""Process id and peer addresses from StatefulSet facts (streamguard.deploy.process)."""
+"""Process id and peer addresses from StatefulSet facts (streamguard.deploy.pod.process)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from streamguard.deploy.process import (
+from streamguard.deploy.pod.process import (
     ClusterConfigError,
     ClusterPlan,
     ordinal_from_pod_name,

@@ -13,10 +13,10 @@ import pytest
 import xgboost as xgb
 
 from models.cli import add_models_commands, add_training_arguments
-from models.features import FEATURE_NAMES
 from models.registry import Registry
 from models.training_job import TrainingOptions
-from streamguard.settings import Settings
+from streamguard.core.features import FEATURE_NAMES
+from streamguard.core.settings import Settings
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""Manifest tooling for a workstation or CI: render, check, deploy with waxctl."""

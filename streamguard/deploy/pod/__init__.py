@@ -1,0 +1,1 @@
+"""What runs inside a flow pod (stdlib, pydantic-settings and bytewax only)."""
