@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamguard.core.settings import Settings
+from streamguard.core.store import connect
 from streamguard.local.flow_runner import settings_env
 from streamguard.local.stack import free_port
-from streamguard.sql.apply import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 SG = [sys.executable, "-m", "streamguard.cli"]

@@ -51,7 +51,7 @@ from streamguard.core.events import (
     to_epoch_us,
 )
 from streamguard.core.settings import Settings
-from streamguard.sql.apply import connect
+from streamguard.core.store import connect
 
 log = logging.getLogger(__name__)
 

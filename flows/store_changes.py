@@ -20,7 +20,7 @@ from typing import Protocol
 import psycopg
 
 from streamguard.core.settings import Settings
-from streamguard.sql.apply import connect, is_materialize
+from streamguard.core.store import connect, is_materialize
 
 log = logging.getLogger(__name__)
 

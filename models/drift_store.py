@@ -14,7 +14,7 @@ from datetime import date
 from models.drift_reference import SCORE, reference_rows
 from models.registry import Registry
 from streamguard.core.settings import Settings
-from streamguard.sql.apply import connect
+from streamguard.core.store import connect
 
 _INSERT = (
     "INSERT INTO drift_reference "

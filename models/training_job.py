@@ -51,7 +51,7 @@ from models.tuning import (
 from models.tuning import search as grid_search
 from streamguard.core.features import FEATURE_NAMES
 from streamguard.core.settings import Settings
-from streamguard.sql.apply import connect
+from streamguard.core.store import connect
 
 DEFAULT_FOLDS = 2
 DEFAULT_ROUNDS = 300

@@ -29,7 +29,7 @@ from streamguard.core.events import (
     to_epoch_us,
 )
 from streamguard.core.settings import Settings
-from streamguard.sql.apply import connect
+from streamguard.core.store import connect
 
 SOURCES = ("transactions", "labels", "decisions")
 EMPTY = datetime(1970, 1, 1, tzinfo=UTC)

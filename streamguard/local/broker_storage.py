@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from streamguard.core.paths import REPO_ROOT
 from streamguard.local.processes import (
     LOCALHOST,
     free_port,
@@ -67,7 +68,7 @@ class ObjectStoreProcess:
             "--port",
             str(port),
         ]
-        pid = launch_detached(command, self.log, cwd=Path(__file__).resolve().parents[2])
+        pid = launch_detached(command, self.log, cwd=REPO_ROOT)
         self.pid_file.write_text(f"{pid} {port}\n")
         deadline = time.monotonic() + timeout_s
         while not port_accepts(port):

@@ -25,12 +25,13 @@ from models.registry import Registry
 from streamguard.core.events import Decision
 from streamguard.core.features import FEATURE_NAMES
 from streamguard.core.settings import Settings
+from streamguard.core.store import connect
 from streamguard.core.topics import ensure_topics
 from streamguard.data.replay import load_labels, load_transactions, replay, timeline_position
 from streamguard.data.simulate import SimulationConfig, simulate, write_dataset
 from streamguard.local.flow_runner import spawn_flow, stop_flows
 from streamguard.local.stack import LocalStack
-from streamguard.sql.apply import apply_sql, connect
+from streamguard.sql.apply import apply_sql
 
 HISTORY_DAYS = 56
 LIVE_DAYS = 7

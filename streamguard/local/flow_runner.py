@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from streamguard.core.paths import REPO_ROOT
 from streamguard.core.settings import Settings
 
 FLOWS = ("fraud", "mirror")
@@ -139,7 +140,7 @@ def spawn_flow(
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
-            cwd=Path(__file__).resolve().parents[2],
+            cwd=REPO_ROOT,
         )
     finally:
         if out is not None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import yaml
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import VariableOption
 
+from streamguard.core.paths import K8S_DIR
 from streamguard.operate.grafana_panels import (
     BUDGET,
     RATE,
@@ -32,7 +32,7 @@ from streamguard.operate.grafana_panels import (
     stage_quantile,
 )
 
-MONITORING = Path(__file__).resolve().parents[2] / "k8s" / "monitoring"
+MONITORING = K8S_DIR / "monitoring"
 JSON_PATH = MONITORING / "dashboards" / "streamguard.json"
 CONFIGMAP_PATH = MONITORING / "grafana-dashboard.yaml"
 UID = "streamguard-ops"

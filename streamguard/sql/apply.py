@@ -1,4 +1,4 @@
-"""Connect to the SQL store and apply `sql/` to it: in dependency order, idempotently, version-checked.
+"""Apply `sql/` to the SQL store: in dependency order, idempotently, version-checked.
 
 Layout of `sql/`: one object per file, file name = object name, layers numbered (`10_sources/...`).
 Files directly in a layer folder are portable (PostgreSQL and Materialize); files under a layer's
@@ -26,14 +26,13 @@ import psycopg
 from psycopg import sql
 
 from streamguard.core.events import MAX_AMOUNT, MAX_ID, MAX_KEY_LENGTH, MIN_NONZERO_AMOUNT
+from streamguard.core.paths import SQL_DIR
 from streamguard.core.settings import Settings
+from streamguard.core.store import connect, is_materialize
 from streamguard.sql.text import strip_comments, tokenize
 
 Target = Literal["postgres", "materialize"]
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 
-SERVING_CLUSTER = "streamguard_serving"
-"""Materialize cluster holding the indexes the flow reads (sql/40_serving/materialize)."""
 PG_MIN_VERSION_NUM = 160000
 """Oldest PostgreSQL (`server_version_num`) the local store is tested on."""
 MZ_SUPPORTED = ((0, 130, 0), (27, 0, 0))
@@ -68,32 +67,6 @@ class SqlApplyError(RuntimeError):
 
 class UnsupportedServerError(SqlApplyError):
     """The server is not a version (or not the system) that `sql apply` supports for the target."""
-
-
-def connect(
-    settings: Settings, *, autocommit: bool = True, connect_timeout: float = 5.0
-) -> psycopg.Connection:
-    """Open a connection to the store with streamguard's schema first on the search path, in UTC.
-
-    On Materialize the session also moves to the serving cluster (unless the URL picks a cluster itself):
-    an index serves only queries of its own cluster, so the flow's lookups would otherwise scan.
-    """
-    conn = psycopg.connect(
-        settings.sql_dsn(), autocommit=autocommit, connect_timeout=int(max(1, connect_timeout))
-    )
-    # Feature days are UTC days on both systems; Materialize only knows UTC.
-    conn.execute("SET TIME ZONE 'UTC'")
-    conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(settings.sql_schema)))
-    if is_materialize(conn) and "cluster" not in conn.info.get_parameters().get("options", ""):
-        conn.execute(sql.SQL("SET cluster = {}").format(sql.Identifier(SERVING_CLUSTER)))
-    if not autocommit:
-        conn.commit()  # end the implicit transaction the SETs opened; session settings persist
-    return conn
-
-
-def is_materialize(conn: psycopg.Connection) -> bool:
-    """Tell Materialize from PostgreSQL without a query: Materialize always reports server version 9.5.0."""
-    return conn.info.server_version < 100000
 
 
 def sql_files(target: Target, root: Path = SQL_DIR) -> list[SqlFile]:

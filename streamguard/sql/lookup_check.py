@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from streamguard.core.paths import SQL_DIR
 from streamguard.core.settings import Settings
-from streamguard.sql.apply import SERVING_CLUSTER, SQL_DIR, SqlFile, sql_files, statement
+from streamguard.core.store import SERVING_CLUSTER
+from streamguard.sql.apply import SqlFile, sql_files, statement
 from streamguard.sql.text import (
     Finding,
     Token,

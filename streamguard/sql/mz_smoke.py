@@ -27,8 +27,9 @@ from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
 from streamguard.core.settings import TOPIC_NAMES, Settings
+from streamguard.core.store import connect, is_materialize
 from streamguard.core.topics import ensure_topics
-from streamguard.sql.apply import SqlApplyError, apply_sql, check_server, connect, is_materialize
+from streamguard.sql.apply import SqlApplyError, apply_sql, check_server
 
 AS_OF = date(2026, 3, 10)
 # Terminal T1: two transactions on 03-01, one on 03-02; the first is a fraud known on 03-04. As of 03-10 with

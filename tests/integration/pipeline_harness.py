@@ -16,9 +16,10 @@ from psycopg import sql
 
 from streamguard.core.events import Decision
 from streamguard.core.settings import Settings
+from streamguard.core.store import connect
 from streamguard.core.topics import ensure_topics, read_all
 from streamguard.local.flow_runner import spawn_flow, stop_flows
-from streamguard.sql.apply import apply_sql, connect
+from streamguard.sql.apply import apply_sql
 
 _decision = msgspec.json.Decoder(Decision)
 

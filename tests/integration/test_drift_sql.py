@@ -18,7 +18,8 @@ from models.drift_reference import SCORE, build_reference, compare
 from models.drift_store import daily_psi, format_daily_psi, publish_reference, publish_registry
 from models.registry import Registry
 from streamguard.core.features import FEATURE_NAMES
-from streamguard.sql.apply import apply_sql, connect
+from streamguard.core.store import connect
+from streamguard.sql.apply import apply_sql
 
 DAY1 = datetime(2026, 3, 2, tzinfo=UTC)
 DAY2 = DAY1 + timedelta(days=1)

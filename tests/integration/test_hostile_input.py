@@ -27,12 +27,12 @@ from psycopg import sql
 from models.registry import Registry
 from streamguard.core.events import DeadLetter, Decision, Label, Transaction, encode
 from streamguard.core.features import FEATURE_NAMES
+from streamguard.core.store import connect
 from streamguard.core.topics import read_all
 from streamguard.data import hostile_corpus as corpus
 from streamguard.data.simulate import SimulationConfig, simulate
 from streamguard.local.flow_runner import spawn_flow, stop_flows
 from streamguard.local.stack import free_port
-from streamguard.sql.apply import connect
 
 pytestmark = pytest.mark.integration
 EVERY = 25

@@ -31,10 +31,10 @@ from pipeline_harness import (
 from models.protocol import evaluate
 from models.training_job import run_training
 from streamguard.core.features import TERMINAL_LABEL_FEATURES
+from streamguard.core.store import connect
 from streamguard.core.topics import read_all
 from streamguard.data.replay import replay
 from streamguard.data.simulate import SimulationConfig, simulate
-from streamguard.sql.apply import connect
 
 DAYS, DELAY = 42, 7
 BATCH_ROWS = 50

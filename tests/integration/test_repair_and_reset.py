@@ -13,6 +13,7 @@ import pytest
 from pipeline_harness import prepare, raw_decisions, running_flows, wait_for_decisions, wait_for_metric
 
 from streamguard.cli import main
+from streamguard.core.store import connect
 from streamguard.data.repair import repair_progress
 from streamguard.data.replay import replay
 from streamguard.data.simulate import SimulationConfig, simulate
@@ -24,7 +25,6 @@ from streamguard.local.flow_runner import (
     stop_flows,
 )
 from streamguard.local.stack import free_port
-from streamguard.sql.apply import connect
 
 pytestmark = pytest.mark.integration
 

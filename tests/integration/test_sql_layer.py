@@ -23,14 +23,9 @@ from psycopg import sql
 from flows.label_features import TERMINAL_FEATURES, TerminalLabelState
 from flows.store_changes import PostgresChangeLog
 from streamguard.core.features import KNOWN_FRAUD_LAG_DAYS, KNOWN_FRAUD_WINDOWS_DAYS, TERMINAL_WINDOWS_DAYS
-from streamguard.sql.apply import (
-    SQL_DIR,
-    UnsupportedServerError,
-    apply_sql,
-    check_server,
-    connect,
-    sql_files,
-)
+from streamguard.core.paths import SQL_DIR
+from streamguard.core.store import connect
+from streamguard.sql.apply import UnsupportedServerError, apply_sql, check_server, sql_files
 from streamguard.sql.lookup_check import LOOKUPS, SqlCatalog
 from streamguard.sql.text import normalise_type
 

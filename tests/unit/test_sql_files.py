@@ -6,9 +6,9 @@ import re
 
 import pytest
 
+from streamguard.core.paths import SQL_DIR
 from streamguard.core.settings import Settings
 from streamguard.sql.apply import (
-    SQL_DIR,
     SqlApplyError,
     apply_sql,
     dry_run_text,

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
+from streamguard.core.paths import SQL_DIR
 from streamguard.core.settings import Settings
-from streamguard.sql.apply import SQL_DIR
 from streamguard.sql.lint import cmd_sql_check, lint_sql, lint_tree, run_check
 from streamguard.sql.lookup_check import LOOKUPS, Lookup, check_lookups, flow_lookup_sql
 

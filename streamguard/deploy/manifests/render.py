@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-K8S_DIR = Path(__file__).resolve().parents[3] / "k8s"
-"""The repository's k8s/ directory (this module is used from a checkout, not from the image)."""
+from streamguard.core.paths import K8S_DIR
+
 OVERLAYS = ("local", "prod", "gpu")
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
