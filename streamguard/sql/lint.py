@@ -27,10 +27,11 @@ import argparse
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
+from streamguard.core.lookups import LOOKUPS
 from streamguard.core.paths import SQL_DIR
 from streamguard.core.settings import Settings
 from streamguard.sql.apply import SqlApplyError, ordered_files, sql_files, statement
-from streamguard.sql.lookup_check import LOOKUPS, check_lookups, flow_lookup_sql
+from streamguard.sql.lookup_check import check_lookups, flow_lookup_sql
 from streamguard.sql.text import Finding, Token, closing, depths, split_top, tokenize
 
 MZ_BUILTINS = frozenset({"mz_now"})

@@ -1,8 +1,8 @@
-"""Declare the lookups the flow makes on the SQL store, and check each against Materialize's indexes.
+"""Check each lookup the flow makes on the SQL store (`streamguard.core.lookups`) against Materialize's indexes.
 
 Materialize answers a lookup from memory only if an index in the session's cluster is keyed on the full
 equality key, and only if the lookup's values have the key's exact type (an implicit cast falls back to a
-scan). `LOOKUPS` is the one list of what the flow reads; `streamguard sql check` verifies for each that:
+scan). `LOOKUPS` (streamguard/core/lookups.py) is the one list of what the flow reads; `streamguard sql check` verifies for each that:
 
 - `lookup-index`: a file in sql/40_serving/materialize indexes the relation on exactly the key columns,
   in the serving cluster that streamguard's sessions use;
@@ -14,10 +14,9 @@ scan). `LOOKUPS` is the one list of what the flow reads; `streamguard sql check`
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from streamguard.core.lookups import SUBSCRIBE_SQL, Lookup
 from streamguard.core.paths import SQL_DIR
 from streamguard.core.settings import Settings
 from streamguard.core.store import SERVING_CLUSTER
@@ -36,52 +35,12 @@ from streamguard.sql.text import (
     tokenize,
 )
 
-
-@dataclass(frozen=True)
-class Lookup:
-    """One relation the flow reads, by which key, and how (`point`: equality on the key; `scan`: all rows;
-    `subscribe`: followed as changes with SUBSCRIBE)."""
-
-    relation: str
-    key: tuple[str, ...]
-    key_types: tuple[str, ...]
-    kind: Literal["point", "scan", "subscribe"]
-    used_by: str
-
-
-LOOKUPS: tuple[Lookup, ...] = (
-    Lookup(
-        "terminal_daily_transactions",
-        ("terminal_id",),
-        ("text",),
-        "subscribe",
-        "flows/store_changes.py SUBSCRIBE: every terminal's daily counts, kept in the flow's memory",
-    ),
-    Lookup(
-        "terminal_daily_frauds",
-        ("terminal_id",),
-        ("text",),
-        "subscribe",
-        "flows/store_changes.py SUBSCRIBE: every terminal's daily known frauds, kept in the flow's memory",
-    ),
-    Lookup(
-        "source_progress",
-        ("source", "partition"),
-        ("text", "integer"),
-        "scan",
-        "flows/store_changes.py: the freshness watermark, every partition",
-    ),
-)
-"""What the flow reads from the store. A new lookup in the flow belongs here, with its index in 40_serving."""
-
 # Metadata columns of a Materialize Kafka source with FORMAT JSON and INCLUDE PARTITION, OFFSET, TIMESTAMP.
 _KAFKA_SOURCE_COLUMNS = {"data": "jsonb", "partition": "integer", "offset": "uint8", "timestamp": "timestamp"}
 
 
 def flow_lookup_sql() -> dict[str, str]:
-    """Return the SQL the flow sends, by relation read (imported from the flow, so it cannot drift)."""
-    from flows.store_changes import SUBSCRIBE_SQL
-
+    """Return the SQL the flow sends, by relation read (the flow sends these same strings, so they cannot drift)."""
     return {"terminal_daily_transactions": SUBSCRIBE_SQL, "terminal_daily_frauds": SUBSCRIBE_SQL}
 
 

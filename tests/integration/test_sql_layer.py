@@ -23,10 +23,11 @@ from psycopg import sql
 from flows.label_features import TERMINAL_FEATURES, TerminalLabelState
 from flows.store_changes import PostgresChangeLog
 from streamguard.core.features import KNOWN_FRAUD_LAG_DAYS, KNOWN_FRAUD_WINDOWS_DAYS, TERMINAL_WINDOWS_DAYS
+from streamguard.core.lookups import LOOKUPS
 from streamguard.core.paths import SQL_DIR
 from streamguard.core.store import connect
 from streamguard.sql.apply import UnsupportedServerError, apply_sql, check_server, sql_files
-from streamguard.sql.lookup_check import LOOKUPS, SqlCatalog
+from streamguard.sql.lookup_check import SqlCatalog
 from streamguard.sql.text import normalise_type
 
 # (transaction_id, ts, customer, terminal, amount). Terminal T1's UTC days: 03-01 has tx 1, 2 (23:59:59 is
