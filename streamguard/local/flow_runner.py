@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from streamguard.core.paths import REPO_ROOT
+from streamguard.core.run_command import RecoveryArgs, bytewax_run_argv
 from streamguard.core.settings import Settings
 
 FLOWS = ("fraud", "mirror")
@@ -39,18 +40,8 @@ def flow_command(settings: Settings, name: str, *, workers: int = 1, recovery: b
     """Return argv for `python -m bytewax.run flows.<name>:flow` with recovery flags."""
     if name not in FLOWS:
         raise ValueError(f"unknown flow {name!r}; expected one of {FLOWS}")
-    cmd = [sys.executable, "-m", "bytewax.run", f"flows.{name}:flow", "-w", str(workers)]
-    if recovery:
-        folder = ensure_recovery_store(settings, name)
-        cmd += [
-            "-r",
-            str(folder),
-            "-s",
-            str(settings.snapshot_interval_s),
-            "-b",
-            str(settings.backup_interval_s),
-        ]
-    return cmd
+    args = RecoveryArgs.from_settings(ensure_recovery_store(settings, name), settings) if recovery else None
+    return bytewax_run_argv(f"flows.{name}:flow", workers, args)
 
 
 RESET_CONSEQUENCES = {

@@ -3,7 +3,8 @@
 `k8s/image/entrypoint.sh` runs `python -m streamguard.deploy.pod.launch [IMPORT_STR]`. This module derives the
 process id and peer addresses (`process`), creates this pod's recovery partitions on first start
 (`recovery`), waits until the pod's own DNS name resolves (Bytewax binds to it and fails at once if it
-does not), then replaces itself with `python -m bytewax.run IMPORT_STR -w W [-i ID -a ADDRS] [-r DIR -s S -b B]`.
+does not), then replaces itself with `python -m bytewax.run IMPORT_STR -w W [-i ID -a ADDRS] [-r DIR -s S -b B]`
+(built by `streamguard.core.run_command`, as `streamguard flow run` builds it).
 The recovery intervals and partition count come from `streamguard.core.settings.Settings`, so the flow and the
 launcher read the same `STREAMGUARD_*` values. Deploy-only variables use the `SG_` prefix (k8s/README.md).
 """
@@ -20,43 +21,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamguard.core.run_command import RecoveryArgs, bytewax_run_argv
 from streamguard.deploy.pod.process import ClusterConfigError, ClusterPlan, plan_cluster, positive_int_env
 from streamguard.deploy.pod.recovery import PartitionLayout, RecoveryLayoutError, ensure_owned_partitions
 
 DEFAULT_FLOW = "flows.fraud:flow"
 DEFAULT_DNS_WAIT_S = 120
-
-
-@dataclass(frozen=True)
-class RecoveryArgs:
-    """The `-r/-s/-b` flags of `bytewax.run`."""
-
-    directory: Path
-    snapshot_interval_s: int
-    backup_interval_s: int
-
-
-def bytewax_run_argv(
-    import_str: str,
-    plan: ClusterPlan,
-    workers_per_process: int,
-    recovery: RecoveryArgs | None,
-    python: str = sys.executable,
-) -> list[str]:
-    """Return the argv that runs `import_str` as process `plan.process_id` of the cluster."""
-    argv = [python, "-m", "bytewax.run", import_str, "-w", str(workers_per_process)]
-    if plan.process_id is not None:
-        argv += ["-i", str(plan.process_id), "-a", ";".join(plan.addresses)]
-    if recovery is not None:
-        argv += [
-            "-r",
-            str(recovery.directory),
-            "-s",
-            str(recovery.snapshot_interval_s),
-            "-b",
-            str(recovery.backup_interval_s),
-        ]
-    return argv
 
 
 def recovery_holders(env: Mapping[str, str], processes: int) -> int:
@@ -129,12 +99,15 @@ def prepare(import_str: str, env: Mapping[str, str]) -> Launch:
             f"recovery {directory}: holds partitions {list(owned)} of {layout.partitions}"
             + (f" (created {list(created)})" if created else "")
         )
-        recovery = RecoveryArgs(Path(directory), settings.snapshot_interval_s, settings.backup_interval_s)
+        recovery = RecoveryArgs.from_settings(Path(directory), settings)
     else:
         log.append(
             "BYTEWAX_RECOVERY_DIRECTORY is not set: running WITHOUT recovery (state and offsets are lost)"
         )
-    return Launch(bytewax_run_argv(import_str, plan, workers, recovery), log, plan)
+    argv = bytewax_run_argv(
+        import_str, workers, recovery, process_id=plan.process_id, addresses=plan.addresses
+    )
+    return Launch(argv, log, plan)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
