@@ -16,8 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-TRAIN_DEVICES = ("auto", "cpu", "gpu")
-"""models.scorer.DEVICES, repeated so that building the parser does not import XGBoost."""
+from streamguard.core.settings import DEVICES
 
 
 def _registry(settings):
@@ -313,7 +312,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--device",
-        choices=TRAIN_DEVICES,
+        choices=DEVICES,
         default="auto",
         help="train on: auto (CUDA when CuPy and a GPU are present), cpu, or gpu (default auto)",
     )

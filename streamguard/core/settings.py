@@ -8,13 +8,17 @@ places that reveal them, for the client libraries that need the plain value.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TOPIC_NAMES = ("transactions", "labels", "decisions", "alerts", "dead_letters", "late")
 """Logical topic names; the physical name is `topic_prefix + name`."""
+Device = Literal["auto", "cpu", "gpu"]
+DEVICES: tuple[str, ...] = get_args(Device)
+"""Where models score and train: "cpu", "gpu" (CUDA or an error) or "auto" (CUDA when CuPy sees a device).
+The one list: the scorer, `streamguard train --device` and STREAMGUARD_SCORER_DEVICE all use it."""
 
 
 class Settings(BaseSettings):
@@ -121,7 +125,7 @@ class Settings(BaseSettings):
     """How often each flow process asks the store for new label-feature changes and its progress."""
 
     # -- scoring ----------------------------------------------------------------------------------------------
-    scorer_device: Literal["auto", "cpu", "gpu"] = "auto"
+    scorer_device: Device = "auto"
     """`auto` uses CUDA when CuPy and a GPU are present, else the CPU."""
     scorer_threads: int = Field(1, ge=0)
     """XGBoost threads per CPU scoring call in the flow; 0 lets XGBoost use every core for big batches. One
