@@ -42,7 +42,7 @@ from streamguard.core.store import connect
 from streamguard.core.topics import ensure_topics, read_all
 from streamguard.local.drill_feed import Feed, feed, stream_of
 from streamguard.local.flow_runner import spawn_flow, stop_flows
-from streamguard.local.services import LocalPostgres
+from streamguard.local.postgres import LocalPostgres
 from streamguard.local.stack import LocalStack, free_port
 from streamguard.sql.apply import apply_sql
 

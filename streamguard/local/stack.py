@@ -26,18 +26,16 @@ from psycopg.conninfo import conninfo_to_dict
 
 from streamguard.core.settings import Settings
 from streamguard.local.broker_storage import running_storage
+from streamguard.local.postgres import PG_PORT_SETTING, LocalPostgres, probe_sql
 from streamguard.local.processes import free_port, port_in_use, process_cmdline
 from streamguard.local.services import (
     KAFKA_PORT_SETTING,
-    PG_PORT_SETTING,
     PROBE_TIMEOUT_S,
-    LocalPostgres,
     PortInUseError,
     StackError,
     TansuBroker,
     check_port_free,
     probe_kafka,
-    probe_sql,
     remaining,
 )
 
