@@ -24,14 +24,14 @@ from pathlib import Path
 from streamguard.core.run_command import RecoveryArgs, bytewax_run_argv
 from streamguard.deploy.pod.process import ClusterConfigError, ClusterPlan, plan_cluster, positive_int_env
 from streamguard.deploy.pod.recovery import PartitionLayout, RecoveryLayoutError, ensure_owned_partitions
+from streamguard.deploy.pod.settings import PodSettings
 
 DEFAULT_FLOW = "flows.fraud:flow"
-DEFAULT_DNS_WAIT_S = 120
 
 
 def recovery_holders(env: Mapping[str, str], processes: int) -> int:
     """Return H from `SG_RECOVERY_HOLDERS`; a single process may leave it unset (H = 1)."""
-    holders = positive_int_env(env, "SG_RECOVERY_HOLDERS")
+    holders = PodSettings.from_env(env).recovery_holders
     if holders is not None:
         return holders
     if processes == 1:
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         own_address = launch.plan.own_address
         if own_address is not None:
-            timeout = positive_int_env(env, "SG_DNS_WAIT_S") or DEFAULT_DNS_WAIT_S
+            timeout = PodSettings.from_env(env).dns_wait_s
             waited = wait_until_resolvable(own_address, timeout)
             print(f"streamguard launch: {own_address} resolved after {waited:.1f} s", file=sys.stderr)
     except (ClusterConfigError, RecoveryLayoutError, TimeoutError) as exc:

@@ -19,15 +19,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_WORKER_PORT = 9999
-"""Port Bytewax processes talk on (the chart's `service.port`)."""
-DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+from streamguard.deploy.pod.settings import (
+    DEFAULT_CLUSTER_DOMAIN,
+    DEFAULT_WORKER_PORT,
+    ClusterConfigError,
+    PodSettings,
+)
 
 _ORDINAL = re.compile(r"0|[1-9][0-9]*")
-
-
-class ClusterConfigError(ValueError):
-    """The pod's environment does not describe a consistent Bytewax cluster."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ def read_hostfile(path: Path) -> tuple[str, ...]:
 
 
 def positive_int_env(env: Mapping[str, str], name: str) -> int | None:
-    """Return the positive integer in variable `name`, None when unset or blank."""
+    """Return the positive integer in variable `name` (a `BYTEWAX_*` one), None when unset or blank."""
     raw = env.get(name, "").strip()
     if not raw:
         return None
@@ -96,6 +95,7 @@ def plan_cluster(env: Mapping[str, str]) -> ClusterPlan:
     `BYTEWAX_ADDRESSES` win, as they do in `bytewax.run`. Raises ClusterConfigError naming the variable
     at fault rather than letting Bytewax start a cluster that can never form.
     """
+    pod = PodSettings.from_env(env)
     explicit = _explicit_plan(env)
     if explicit is not None:
         return explicit
@@ -132,16 +132,15 @@ def plan_cluster(env: Mapping[str, str]) -> ClusterPlan:
             "(BYTEWAX_REPLICAS): scale by editing replicas and BYTEWAX_REPLICAS together, never with kubectl scale"
         )
     if hosts is None:
-        namespace = env.get("SG_NAMESPACE", "").strip()
-        if not namespace:
+        if not pod.namespace:
             raise ClusterConfigError("SG_NAMESPACE (the pod's namespace, from the downward API) is not set")
         hosts = peer_addresses(
             statefulset_name=sts_name,
-            service_name=env.get("SG_PEER_SERVICE", "").strip() or sts_name,
-            namespace=namespace,
+            service_name=pod.peer_service or sts_name,
+            namespace=pod.namespace,
             replicas=replicas,
-            port=positive_int_env(env, "SG_PEER_PORT") or DEFAULT_WORKER_PORT,
-            cluster_domain=env.get("SG_CLUSTER_DOMAIN", "").strip() or DEFAULT_CLUSTER_DOMAIN,
+            port=pod.peer_port,
+            cluster_domain=pod.cluster_domain,
         )
     return ClusterPlan(process_id=ordinal, addresses=hosts)
 

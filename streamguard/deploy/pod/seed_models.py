@@ -15,8 +15,6 @@ import sys
 import uuid
 from pathlib import Path
 
-DEFAULT_SEED_DIR = Path("/app/model-registry")
-
 
 def seed_registry(source: Path, target: Path) -> bool:
     """Copy `source` to `target` when `target` is missing or empty; return whether this call copied it."""
@@ -42,8 +40,9 @@ def seed_registry(source: Path, target: Path) -> bool:
 
 def main() -> None:
     from streamguard.core.settings import Settings
+    from streamguard.deploy.pod.settings import PodSettings
 
-    source = Path(os.environ.get("SG_MODEL_SEED_DIR", "").strip() or DEFAULT_SEED_DIR)
+    source = PodSettings.from_env(os.environ).model_seed_dir
     target = Settings().registry_dir
     try:
         copied = seed_registry(source, target)
