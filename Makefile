@@ -56,9 +56,10 @@ test-unit: venv ## Run the unit tests only (no services, seconds)
 test-integration: venv ## Run the integration tests only
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-lint: venv ## Check style (ruff; never rewrites) and lint sql/ for Materialize
+lint: venv ## Check style (ruff; never rewrites), the import layers (docs/architecture.md) and lint sql/ for Materialize
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(SG) sql check
 
 format: venv ## Rewrite files with ruff's fixes and formatter
