@@ -36,7 +36,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH
 
 # -- build: a virtualenv with the dependencies and an editable install pointing at /app -------------------
-# Editable, so the package runs from /app as it does from a checkout: sqlstore finds /app/sql next to it.
+# Editable, so the package runs from /app as it does from a checkout: core.paths finds /app/sql next to it.
 FROM base AS build
 RUN python -m venv /opt/venv
 WORKDIR /app

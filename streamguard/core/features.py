@@ -1,4 +1,6 @@
-"""Name the model's features, in order: the one list that serving, training and the registry share.
+"""The feature catalogue: names, windows and order of the model's features, and which come from the store.
+
+The one list that serving (flows/), the SQL layer's parity tests, training and the registry share.
 
 Every decision carries its feature vector as `{name: value}` under these names, and training reads that
 same vector back from the SQL store, so a feature is defined once, where it is served.
