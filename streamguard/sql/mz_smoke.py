@@ -51,7 +51,7 @@ PEOPLE_VIEWS = (
     "shadow_daily_comparison",
 )
 EXPECTED_FEATURES = (1.0, 0.0, 3.0, 1 / 3, 3.0, 1 / 3, 0.0, 0.0, 1.0, 1 / 3)
-"""T1's label features as of AS_OF, in `flows.label_features.TERMINAL_FEATURES` order."""
+"""T1's label features as of AS_OF, in `flows.label_state.TERMINAL_FEATURES` order."""
 
 
 def _say(status: str, what: str) -> None:
@@ -94,7 +94,7 @@ def _wait_ingested(conn: psycopg.Connection, timeout_s: float = 180.0) -> None:
 
 def _checks(conn: psycopg.Connection, settings: Settings) -> list[tuple[str, Callable[[], str | None]]]:
     """Return (name, check) pairs; a check returns None when it passes, else what went wrong."""
-    from flows.label_features import TERMINAL_FEATURES, TerminalLabelState
+    from flows.label_state import TERMINAL_FEATURES, TerminalLabelState
     from flows.store_changes import open_feed
 
     def flow_feed() -> str | None:

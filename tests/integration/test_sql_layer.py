@@ -20,7 +20,7 @@ import pytest
 from pipeline_harness import drop_schema
 from psycopg import sql
 
-from flows.label_features import TERMINAL_FEATURES, TerminalLabelState
+from flows.label_state import TERMINAL_FEATURES, TerminalLabelState
 from flows.store_changes import PostgresChangeLog
 from streamguard.core.features import KNOWN_FRAUD_LAG_DAYS, KNOWN_FRAUD_WINDOWS_DAYS, TERMINAL_WINDOWS_DAYS
 from streamguard.core.lookups import LOOKUPS

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.label_features import TERMINAL_FEATURES, TerminalLabelState
+from flows.label_state import TERMINAL_FEATURES, TerminalLabelState
 from flows.store_changes import Change, subscribe_changes
 
 EPOCH = date(1970, 1, 1)
