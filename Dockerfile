@@ -6,7 +6,7 @@
 #
 # The build context must hold a model registry (default .streamguard/models, written by `streamguard train`
 # or `make run`); --build-arg MODEL_REGISTRY=<dir> picks another. Inside the cluster that copy only seeds the
-# shared registry volume once (streamguard/deploy/seed_models.py). See k8s/README.md.
+# shared registry volume once (streamguard/deploy/pod/seed_models.py). See k8s/README.md.
 
 ARG VARIANT=cpu
 # bytewax 0.21.1 has wheels for CPython 3.8-3.12 only (none for 3.13, none for musl/Alpine).
@@ -36,7 +36,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH
 
 # -- build: a virtualenv with the dependencies and an editable install pointing at /app -------------------
-# Editable, so the package runs from /app as it does from a checkout: sqlstore finds /app/sql next to it.
+# Editable, so the package runs from /app as it does from a checkout: core.paths finds /app/sql next to it.
 FROM base AS build
 RUN python -m venv /opt/venv
 WORKDIR /app
@@ -64,7 +64,7 @@ COPY ${MODEL_REGISTRY}/ model-registry/
 COPY --chmod=0755 k8s/image/entrypoint.sh k8s/image/entrypoint-recovery.sh ./
 # Byte-compile now: at run time the root filesystem is read-only.
 RUN python -m compileall -q streamguard flows models \
-    && python -c "import bytewax, flows, models, streamguard.deploy.launch"
+    && python -c "import bytewax, flows, models, streamguard.deploy.pod.launch"
 # Defaults for `docker run`; the cluster's ConfigMap points both at mounted volumes.
 # numba caches compiled kernels next to the code by default, which is read-only here.
 ENV STREAMGUARD_STATE_DIR=/tmp/streamguard \

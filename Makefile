@@ -45,7 +45,7 @@ sql-check: venv ## Lint sql/ for Materialize and check each lookup the flow make
 	$(SG) sql check
 
 mz-smoke: venv ## Run the Materialize path against STREAMGUARD_SQL_URL (says SKIPPED unless it is Materialize)
-	$(PY) -m streamguard.mz_smoke
+	$(PY) -m streamguard.sql.mz_smoke
 
 test: venv ## Run every test (unit, then integration against the real local broker and PostgreSQL)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
@@ -56,9 +56,10 @@ test-unit: venv ## Run the unit tests only (no services, seconds)
 test-integration: venv ## Run the integration tests only
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-lint: venv ## Check style (ruff; never rewrites) and lint sql/ for Materialize
+lint: venv ## Check style (ruff; never rewrites), the import layers (docs/architecture.md) and lint sql/ for Materialize
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(SG) sql check
 
 format: venv ## Rewrite files with ruff's fixes and formatter
@@ -97,26 +98,26 @@ profile-flow: venv ## Profile the fraud flow over a backlog with py-spy (top fun
 
 DRILL_ARGS ?=
 drill: venv ## Fault drill (<= 10 min): 1% hostile replay, kill -9 flows and broker, stop PostgreSQL; lost/dup counts
-	timeout --signal=TERM 600 $(PY) -m streamguard.drill $(DRILL_ARGS)
+	timeout --signal=TERM 600 $(PY) -m streamguard.local.drill $(DRILL_ARGS)
 
 OVERLAY ?= prod
 deploy-dry-run: venv ## Print the chart values and the exact `waxctl dataflow deploy` command for OVERLAY (local|prod|gpu)
-	$(PY) -m streamguard.deploy.waxctl --overlay $(OVERLAY) --dry-run
+	$(PY) -m streamguard.deploy.manifests.waxctl --overlay $(OVERLAY) --dry-run
 
 deploy: venv ## Deploy the fraud flow with waxctl, mirroring k8s/overlays/$(OVERLAY) (see k8s/README.md)
-	$(PY) -m streamguard.deploy.waxctl --overlay $(OVERLAY)
+	$(PY) -m streamguard.deploy.manifests.waxctl --overlay $(OVERLAY)
 
 k8s-render: venv ## Print the manifests of k8s/overlays/$(OVERLAY)
-	$(PY) -m streamguard.deploy.render $(OVERLAY)
+	$(PY) -m streamguard.deploy.manifests.render $(OVERLAY)
 
 k8s-check: venv ## Validate every overlay: Kubernetes schemas (strict), custom resources, settings coverage
-	$(PY) -m streamguard.deploy.checks
+	$(PY) -m streamguard.deploy.manifests.checks
 
 top: venv ## Watch the running flows live: throughput, lag, latency vs budget, decisions, drift, alerts
 	$(SG) top
 
-dashboard: venv ## Rebuild the Grafana dashboard JSON and its ConfigMap under k8s/monitoring from streamguard/dashboard.py
-	$(PY) -m streamguard.dashboard
+dashboard: venv ## Rebuild the Grafana dashboard JSON and its ConfigMap under k8s/monitoring from streamguard/operate/dashboard.py
+	$(PY) -m streamguard.operate.dashboard
 
 test-alerts: venv ## Check the alert rules and run their promtool cases (needs promtool: apt-get install prometheus)
 	$(PY) -m pytest tests/unit/test_alert_rules.py tests/unit/test_dashboard.py $(PYTEST_ARGS)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pydantic
 
-from streamguard.events import Transaction, decode_transaction, encode
+from streamguard.core.events import Transaction, decode_transaction, encode
 
 N = 200_000
 

@@ -36,13 +36,14 @@ from confluent_kafka import Consumer, TopicPartition
 from live_load import DecisionWatch, LiveLoad, broker_floor
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamguard.flow_runner import flow_command, settings_env, spawn_flow, stop_flows
-from streamguard.replay import load_labels, load_transactions, replay
-from streamguard.settings import Settings
-from streamguard.simulate import SimulationConfig, simulate, write_dataset
-from streamguard.sqlstore import apply_sql, connect
-from streamguard.stack import LocalStack, free_port
-from streamguard.topics import ensure_topics
+from streamguard.core.settings import Settings
+from streamguard.core.store import connect
+from streamguard.core.topics import ensure_topics
+from streamguard.data.replay import load_labels, load_transactions, replay
+from streamguard.data.simulate import SimulationConfig, simulate, write_dataset
+from streamguard.local.flow_runner import flow_command, settings_env, spawn_flow, stop_flows
+from streamguard.local.stack import LocalStack, free_port
+from streamguard.sql.apply import apply_sql
 
 RATES = (250, 1000, 2000, 5000, 10000)
 

@@ -43,11 +43,11 @@ import pandas as pd
 
 from bench.peer.card_windows import PEER_WINDOWS
 from bench.peer.harness import Harness, wait_quiet
-from streamguard.flow_runner import settings_env
-from streamguard.replay import replay
-from streamguard.simulate import SimulationConfig, simulate
-from streamguard.sqlstore import apply_sql
-from streamguard.topics import ensure_topics
+from streamguard.core.topics import ensure_topics
+from streamguard.data.replay import replay
+from streamguard.data.simulate import SimulationConfig, simulate
+from streamguard.local.flow_runner import settings_env
+from streamguard.sql.apply import apply_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPARED = tuple(f"cust_{kind}_{suffix}" for suffix, _ in PEER_WINDOWS for kind in ("n", "mean"))

@@ -41,7 +41,7 @@ from handbook_baseline import baseline_features, fit_and_score  # noqa: E402
 from quality_pipeline import PipelineRun  # noqa: E402
 
 from models.protocol import evaluate  # noqa: E402
-from streamguard.simulate import SimulationConfig, simulate, write_dataset  # noqa: E402
+from streamguard.data.simulate import SimulationConfig, simulate, write_dataset  # noqa: E402
 
 BENCH_SEEDS = (2101, 2102, 2103)
 """Never tuned on: feature and parameter choices were made on bench/feature_study.py's STUDY_SEEDS."""

@@ -20,9 +20,9 @@ import pandas as pd
 import xgboost as xgb
 from handbook_baseline import BASELINE_FEATURES, baseline_features
 
-from models.features import FEATURE_NAMES
 from models.protocol import evaluate
-from streamguard.simulate import SimulationConfig, simulate
+from streamguard.core.features import FEATURE_NAMES
+from streamguard.data.simulate import SimulationConfig, simulate
 
 STUDY_SEEDS = (11, 12, 13)
 """Seeds for feature and model choices; bench/bench_quality.py uses others (never tuned on)."""
@@ -64,7 +64,7 @@ def _sorted_view(tx: pd.DataFrame, key: str) -> tuple[pd.DataFrame, np.ndarray, 
 
 
 def served_features(tx: pd.DataFrame, frauds_known_day: pd.Series, delay: int = 7) -> pd.DataFrame:
-    """Recompute FEATURE_NAMES as the flow serves them (see models/features.py and the parity tests)."""
+    """Recompute FEATURE_NAMES as the flow serves them (see streamguard/core/features.py and the parity tests)."""
     out = pd.DataFrame(index=tx.index)
     ts = tx["ts"]
     out["amount"] = tx["amount"]

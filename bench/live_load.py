@@ -18,8 +18,8 @@ import msgspec
 import numpy as np
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
-from streamguard.events import Decision, Label, Transaction, encode
-from streamguard.settings import Settings
+from streamguard.core.events import Decision, Label, Transaction, encode
+from streamguard.core.settings import Settings
 
 _decision = msgspec.json.Decoder(Decision)
 

@@ -26,11 +26,11 @@ from pathlib import Path
 
 from bench_flow import _bootstrap_model, _fresh, _scrape, _spawn, _store_holds, _timed
 
-from streamguard.flow_runner import stop_flows
-from streamguard.replay import load_labels, load_transactions, replay
-from streamguard.settings import Settings
-from streamguard.simulate import SimulationConfig, simulate, write_dataset
-from streamguard.stack import LocalStack, free_port
+from streamguard.core.settings import Settings
+from streamguard.data.replay import load_labels, load_transactions, replay
+from streamguard.data.simulate import SimulationConfig, simulate, write_dataset
+from streamguard.local.flow_runner import stop_flows
+from streamguard.local.stack import LocalStack, free_port
 
 
 def _py_spy() -> str:

@@ -21,11 +21,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamguard.flow_runner import settings_env
-from streamguard.settings import Settings
-from streamguard.sqlstore import connect
-from streamguard.stack import free_port
-from streamguard.topics import ensure_topics
+from streamguard.core.settings import Settings
+from streamguard.core.store import connect
+from streamguard.core.topics import ensure_topics
+from streamguard.local.flow_runner import settings_env
+from streamguard.local.stack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SG = [sys.executable, "-m", "streamguard.cli"]

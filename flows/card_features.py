@@ -14,7 +14,7 @@ import numpy as np
 
 from flows.rolling.state import RollingState
 from flows.txn_rows import COLUMN, TxnRows
-from models.features import CUSTOMER_WINDOWS
+from streamguard.core.features import CUSTOMER_WINDOWS
 
 _DAY_US = 86_400_000_000
 _HOUR_US = 3_600_000_000

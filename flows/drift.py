@@ -29,7 +29,7 @@ import numpy as np
 
 from flows import metrics
 from models.drift_reference import check_reference, psi
-from models.features import FEATURE_NAMES
+from streamguard.core.features import FEATURE_NAMES
 
 log = logging.getLogger(__name__)
 

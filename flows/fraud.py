@@ -39,9 +39,9 @@ from flows.placement import WorkerCount, worker_count, worker_keys
 from flows.scoring import BatchScorer, DecisionEncoder, ScoredRows
 from flows.terminal_stage import StageOut, TerminalStage, route_to_workers
 from flows.transaction_source import TransactionSource
-from streamguard.events import DeadLetter, dead_letter
-from streamguard.settings import Settings
-from streamguard.topics import partition_count
+from streamguard.core.events import DeadLetter, dead_letter
+from streamguard.core.settings import Settings
+from streamguard.core.topics import partition_count
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,9 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from flows import metrics
 from flows.kafka_io import Message, partition_name
 from flows.recent_ids import RecentIds, fingerprint
-from streamguard.events import dead_letter, encode, to_epoch_us
-from streamguard.settings import Settings
-from streamguard.topics import read_to_end
+from streamguard.core.events import dead_letter, encode, to_epoch_us
+from streamguard.core.settings import Settings
+from streamguard.core.topics import read_to_end
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from bytewax.connectors.kafka import KafkaSinkMessage
 
-from streamguard.events import DeadLetter, encode
-from streamguard.settings import Settings
+from streamguard.core.events import DeadLetter, encode
+from streamguard.core.settings import Settings
 
 Message = tuple[str, int, int, bytes, int, int]
 """One output message of the idempotent sink: (key = transaction id, content fingerprint, event time in

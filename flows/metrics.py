@@ -18,7 +18,7 @@ import numpy as np
 from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
-from streamguard.events import DeadLetter
+from streamguard.core.events import DeadLetter
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 
 Local only: on Materialize the sources in `sql/10_sources/materialize/` ingest the topics themselves and
 this flow is not deployed. One reader per (topic, partition) checks each message against the contract
-(`streamguard.events`) and turns a read into one batch; each batch lands in one transaction together
+(`streamguard.core.events`) and turns a read into one batch; each batch lands in one transaction together
 with the store's progress (next offset and latest accepted event time per partition), which the
 scoring flow reads as the store's freshness watermark. Rows are the contract's fields re-encoded
 canonically, never the raw bytes, so nothing a producer sends can make PostgreSQL refuse a batch; a
@@ -40,7 +40,7 @@ from psycopg import sql
 
 from flows import metrics
 from flows.kafka_io import dead_letter_message, kafka_add_config
-from streamguard.events import (
+from streamguard.core.events import (
     DeadLetter,
     Decision,
     dead_letter,
@@ -50,8 +50,8 @@ from streamguard.events import (
     future_reason,
     to_epoch_us,
 )
-from streamguard.settings import Settings
-from streamguard.sqlstore import connect
+from streamguard.core.settings import Settings
+from streamguard.core.store import connect
 
 log = logging.getLogger(__name__)
 

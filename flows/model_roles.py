@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.explain import explain_flagged
-from models.features import FEATURE_NAMES
 from models.registry import FeatureMismatchError, ModelVersion, Registry
 from models.scorer import Scorer
-from streamguard.settings import Settings
+from streamguard.core.features import FEATURE_NAMES
+from streamguard.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

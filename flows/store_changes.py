@@ -19,8 +19,9 @@ from typing import Protocol
 
 import psycopg
 
-from streamguard.settings import Settings
-from streamguard.sqlstore import connect, is_materialize
+from streamguard.core.lookups import PROGRESS_SQL, SUBSCRIBE_SQL
+from streamguard.core.settings import Settings
+from streamguard.core.store import connect, is_materialize
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,8 @@ def _us(ts: datetime | None) -> int | None:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-_PROGRESS = 'SELECT source, "partition", next_offset, max_event_ts FROM source_progress'
-
-
 def _progress(conn: psycopg.Connection) -> list[Progress]:
-    return [Progress(s, int(p), int(o), _us(ts)) for s, p, o, ts in conn.execute(_PROGRESS)]
+    return [Progress(s, int(p), int(o), _us(ts)) for s, p, o, ts in conn.execute(PROGRESS_SQL)]
 
 
 class PostgresChangeLog:
@@ -135,18 +133,6 @@ class PostgresChangeLog:
     def close(self) -> None:
         """Close the connection."""
         self._conn.close()
-
-
-SUBSCRIBE_SQL = """
-DECLARE streamguard_changes CURSOR FOR SUBSCRIBE TO (
-    SELECT terminal_id, day, NULL::date AS known_day, n_transactions, 0::bigint AS n_frauds
-    FROM terminal_daily_transactions
-    UNION ALL
-    SELECT terminal_id, day, known_day, 0::bigint AS n_transactions, n_frauds
-    FROM terminal_daily_frauds
-) WITH (PROGRESS)
-"""
-"""What the flow follows on Materialize (`streamguard sql check` lints it against the indexes)."""
 
 
 class MaterializeSubscribe:

@@ -36,9 +36,9 @@ from flows.placement import worker_of
 from flows.rolling.state import RollingState
 from flows.transaction_source import Progress, ReadBatch
 from flows.txn_rows import COLUMN, DEADLINE, OUT_OF_ORDER, STORE, TxnRows
-from models.features import TERMINAL_LABEL_FEATURES, TERMINAL_RECENT_WINDOWS
-from streamguard.events import DeadLetter
-from streamguard.settings import Settings
+from streamguard.core.events import DeadLetter
+from streamguard.core.features import TERMINAL_LABEL_FEATURES, TERMINAL_RECENT_WINDOWS
+from streamguard.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

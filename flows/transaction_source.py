@@ -5,7 +5,7 @@ its snapshots). Each read becomes one `ReadBatch`: accepted transactions as colu
 features (`flows.card_features`), the messages refused with their reasons, and the partition's progress
 for the cross-partition event-time order (`flows.partition_merge`). Per message, in this order:
 
-1. no value, undecodable, or outside the contract's limits -> dead letter (`streamguard.events`);
+1. no value, undecodable, or outside the contract's limits -> dead letter (`streamguard.core.events`);
 2. event time more than `max_future_s` ahead of the Kafka timestamp -> dead letter: one event cannot
    move its partition's clock (and so every other partition's wait) far;
 3. a transaction id seen within the dedupe window: identical content -> dropped and counted; other
@@ -34,8 +34,15 @@ from flows import metrics
 from flows.card_features import CardFeatures
 from flows.recent_ids import RecentIds, fingerprint
 from flows.txn_rows import TxnRows
-from streamguard.events import DeadLetter, dead_letter, decode_transaction, future_reason, iso_us, to_epoch_us
-from streamguard.settings import Settings
+from streamguard.core.events import (
+    DeadLetter,
+    dead_letter,
+    decode_transaction,
+    future_reason,
+    iso_us,
+    to_epoch_us,
+)
+from streamguard.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from operator import itemgetter
 
 import numpy as np
 
-from models.features import FEATURE_NAMES
+from streamguard.core.features import FEATURE_NAMES
 
 N_FEATURES = len(FEATURE_NAMES)
 COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}

@@ -16,8 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-TRAIN_DEVICES = ("auto", "cpu", "gpu")
-"""models.scorer.DEVICES, repeated so that building the parser does not import XGBoost."""
+from streamguard.core.settings import DEVICES
 
 
 def _registry(settings):
@@ -27,7 +26,7 @@ def _registry(settings):
 
 
 def _expected(args: argparse.Namespace) -> tuple[str, ...] | None:
-    from models.features import FEATURE_NAMES
+    from streamguard.core.features import FEATURE_NAMES
 
     return None if getattr(args, "force", False) else FEATURE_NAMES
 
@@ -92,8 +91,8 @@ def cmd_list(settings, args: argparse.Namespace) -> int:
 @_reporting_errors
 def cmd_show(settings, args: argparse.Namespace) -> int:
     """Show one version's metadata, roles, integrity and whether its features match the served ones."""
-    from models.features import FEATURE_NAMES
     from models.registry import FeatureMismatchError, ModelIntegrityError, check_feature_names
+    from streamguard.core.features import FEATURE_NAMES
 
     registry = _registry(settings)
     if args.version is None:
@@ -160,7 +159,7 @@ def _drift_lines(settings, version: str, reference: dict) -> list[str]:
 
     psi: dict[str, float] | None = None
     try:
-        from streamguard.drift_store import daily_psi
+        from models.drift_store import daily_psi
 
         days = daily_psi(settings, version, days=1)
         psi = {name: by_day[max(by_day)] for name, by_day in days.items() if by_day} or None
@@ -313,7 +312,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--device",
-        choices=TRAIN_DEVICES,
+        choices=DEVICES,
         default="auto",
         help="train on: auto (CUDA when CuPy and a GPU are present), cpu, or gpu (default auto)",
     )

@@ -16,7 +16,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from models.features import FEATURE_NAMES, to_matrix
+from streamguard.core.features import FEATURE_NAMES, to_matrix
 
 _QUERY = sql.SQL(
     """

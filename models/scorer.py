@@ -23,7 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 import xgboost as xgb
 
-DEVICES = ("auto", "cpu", "gpu")
+from streamguard.core.settings import DEVICES
+
 PINNED_MIN_ROWS = 4096
 """Batches at least this long are copied through pinned buffers; below, the extra host copy costs more."""
 SINGLE_THREAD_MAX_ROWS = 64

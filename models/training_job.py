@@ -24,7 +24,6 @@ import pandas as pd
 import psycopg
 
 from models.dataset import first_decision_ts, label_horizon, last_decision_ts, load_training_examples
-from models.features import FEATURE_NAMES
 from models.labels import mature_examples, maturity_cutoff, trainable
 from models.registry import Registry
 from models.report import Baseline, write_report
@@ -50,8 +49,9 @@ from models.tuning import (
     positive_weight,
 )
 from models.tuning import search as grid_search
-from streamguard.settings import Settings
-from streamguard.sqlstore import connect
+from streamguard.core.features import FEATURE_NAMES
+from streamguard.core.settings import Settings
+from streamguard.core.store import connect
 
 DEFAULT_FOLDS = 2
 DEFAULT_ROUNDS = 300
@@ -347,7 +347,7 @@ def _publish_drift_reference(settings: Settings, version: str, reference: dict) 
     """Put the model's training-time distributions in the store, for `sql/60_monitoring`'s drift views."""
     if not reference:
         return
-    from streamguard.drift_store import publish_reference
+    from models.drift_store import publish_reference
 
     try:
         publish_reference(settings, version, reference)

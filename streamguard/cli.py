@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from streamguard.settings import Settings
+from streamguard.core.settings import Settings
 
 
 def _when(text: str) -> datetime:
@@ -21,8 +21,8 @@ def _when(text: str) -> datetime:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    from streamguard.stack import LocalStack
-    from streamguard.topics import ensure_topics
+    from streamguard.core.topics import ensure_topics
+    from streamguard.local.stack import LocalStack
 
     statuses = LocalStack(settings).up()
     _print_statuses(statuses)
@@ -34,7 +34,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _topic_names():
-    from streamguard.settings import TOPIC_NAMES
+    from streamguard.core.settings import TOPIC_NAMES
 
     return TOPIC_NAMES
 
@@ -48,14 +48,14 @@ def _print_statuses(statuses) -> None:
 
 
 def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
-    from streamguard.stack import LocalStack
+    from streamguard.local.stack import LocalStack
 
     _print_statuses(LocalStack(settings).down())
     return 0
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from streamguard.stack import LocalStack
+    from streamguard.local.stack import LocalStack
 
     statuses = LocalStack(settings).status()
     _print_statuses(statuses)
@@ -63,7 +63,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
-    from streamguard.simulate import SimulationConfig, simulate, summarize, write_dataset
+    from streamguard.data.simulate import SimulationConfig, simulate, summarize, write_dataset
 
     # By default the data ends before today (UTC): the flows refuse events dated after they are sent.
     start = args.start or datetime.now(UTC).date() - timedelta(days=args.days)
@@ -78,8 +78,8 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from streamguard.replay import replay_files
-    from streamguard.topics import ensure_topics
+    from streamguard.core.topics import ensure_topics
+    from streamguard.data.replay import replay_files
 
     ensure_topics(settings)
     summary = replay_files(
@@ -106,7 +106,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_sql_apply(settings: Settings, args: argparse.Namespace) -> int:
-    from streamguard.sqlstore import SqlApplyError, apply_sql, dry_run_text
+    from streamguard.sql.apply import SqlApplyError, apply_sql, dry_run_text
 
     try:
         if args.dry_run:
@@ -122,15 +122,15 @@ def cmd_sql_apply(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_sql_check(settings: Settings, args: argparse.Namespace) -> int:
-    from streamguard.sql_lint import cmd_sql_check as check
+    from streamguard.sql.lint import cmd_sql_check as check
 
     return check(settings, args)
 
 
 def cmd_sql_shell(settings: Settings, args: argparse.Namespace) -> int:
-    from streamguard.sql_shell import run_psql
+    from streamguard.sql.shell import run_psql
 
-    # The password goes to psql in a 0600 pass file, never on its command line (streamguard.sql_shell).
+    # The password goes to psql in a 0600 pass file, never on its command line (streamguard.sql.shell).
     return run_psql(settings, args.command)
 
 
@@ -141,14 +141,14 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_decisions(settings: Settings, args: argparse.Namespace) -> int:
-    from streamguard.decisions_export import export_decisions
+    from streamguard.data.decisions_export import export_decisions
 
     export_decisions(settings, args.out)
     return 0
 
 
 def cmd_flow_run(settings: Settings, args: argparse.Namespace) -> int:
-    from streamguard.flow_runner import flow_command
+    from streamguard.local.flow_runner import flow_command
 
     cmd = flow_command(settings, args.name, workers=args.workers, recovery=not args.no_recovery)
     print("running:", " ".join(cmd), flush=True)
@@ -157,7 +157,7 @@ def cmd_flow_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_flow_reset(settings: Settings, args: argparse.Namespace) -> int:
-    from streamguard.flow_runner import RESET_CONSEQUENCES, recovery_dir, reset_recovery
+    from streamguard.local.flow_runner import RESET_CONSEQUENCES, recovery_dir, reset_recovery
 
     folder = recovery_dir(settings, args.name)
     print(f"{args.name} flow recovery store: {folder}\n{RESET_CONSEQUENCES[args.name]}")
@@ -172,7 +172,7 @@ def cmd_flow_reset(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_repair(settings: Settings, args: argparse.Namespace) -> int:
-    from streamguard.repair import repair_progress
+    from streamguard.data.repair import repair_progress
 
     repairs = repair_progress(settings, dry_run=args.dry_run)
     for r in repairs:
@@ -189,7 +189,7 @@ def cmd_repair(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from streamguard.demo import run_demo
+    from streamguard.local.demo import run_demo
 
     return run_demo(settings, args)
 
@@ -197,7 +197,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser (every verb has --help)."""
     from models.cli import add_models_commands, add_training_arguments  # cheap: no xgboost import
-    from streamguard.operate_cli import add_operate_commands  # top, alerts, drift
+    from streamguard.operate.cli import add_operate_commands  # top, alerts, drift
 
     parser = argparse.ArgumentParser(prog="streamguard", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")

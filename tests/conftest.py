@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from streamguard.settings import Settings
+from streamguard.core.settings import Settings
 
 
 def _base_settings(state_dir: Path, **overrides) -> Settings:
@@ -25,7 +25,7 @@ def _base_settings(state_dir: Path, **overrides) -> Settings:
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory):
     """Start the embedded broker and PostgreSQL on free ports for the whole session (or reuse real ones)."""
-    from streamguard.stack import LocalStack, free_port
+    from streamguard.local.stack import LocalStack, free_port
 
     state = tmp_path_factory.mktemp("stack")
     settings = _base_settings(state, local_kafka_port=free_port(), local_pg_port=free_port())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.features import FEATURE_NAMES
+from streamguard.core.features import FEATURE_NAMES
 
 F = len(FEATURE_NAMES)
 AMOUNT = FEATURE_NAMES.index("amount")

@@ -20,9 +20,9 @@ import psutil
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamguard.flow_runner import spawn_flow, stop_flows
-from streamguard.settings import Settings
-from streamguard.stack import LocalStack, free_port
+from streamguard.core.settings import Settings
+from streamguard.local.flow_runner import spawn_flow, stop_flows
+from streamguard.local.stack import LocalStack, free_port
 
 TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
 """Set explicitly on the topics Quix Streams reads: Tansu reports no config it was not given, and Quix

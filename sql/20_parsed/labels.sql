@@ -1,6 +1,6 @@
 -- Typed fraud labels. `ts` is when the label became known (usually days after the transaction), which is
 -- what the as-of features filter on so that no label from the future leaks into a served feature.
--- The WHERE clause is the event contract (streamguard/events.py, limits rendered from it), checked before
+-- The WHERE clause is the event contract (streamguard/core/events.py, limits rendered from it), checked before
 -- any cast: a label the mirror or the flow would dead-letter is not a label here either. In particular a
 -- label stamped more than STREAMGUARD_MAX_FUTURE_S after its Kafka timestamp is refused, so one label
 -- stamped in year 9999 cannot make the store look fresh for every day to come.

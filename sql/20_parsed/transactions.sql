@@ -1,6 +1,6 @@
 -- Typed transactions parsed from the raw source: the messages the scoring flow accepts, the first of each
 -- transaction id (by Kafka partition, offset) only. The WHERE clause is the event contract of
--- streamguard/events.py, with the same limits rendered from it, checked before any cast so
+-- streamguard/core/events.py, with the same limits rendered from it, checked before any cast so
 -- that one hostile message cannot make the view fail: a JSON number for the id in 0..2^63-1, ids of 1 to
 -- 64 characters without control characters, an amount that is a finite number in
 -- [0, 1e9] (0 or at least 1e-6; its text bounded so the cast cannot overflow: at most 250 decimals), and an

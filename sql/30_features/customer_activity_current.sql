@@ -1,6 +1,6 @@
 -- What each customer did in the last hour, day, 7 and 30 days, as of now, for people:
 --   SELECT * FROM customer_activity_current WHERE customer_id = 'C000042';
--- The same trailing windows (now - length, now] as the flow's rolling customer features (models/features.py),
+-- The same trailing windows (now - length, now] as the flow's rolling customer features (streamguard/core/features.py),
 -- as a sliding-window temporal filter: a transaction enters at its ts and leaves at ts + length, so
 -- Materialize keeps it incrementally and retracts it on time. Transactions stamped in the future are not
 -- counted until their time comes. Customers with nothing in the last 30 days have no row.

@@ -1,7 +1,7 @@
 -- Risk features of a terminal as of any day, live or historical: exactly what the flow serves to a
 -- transaction of that day at that terminal (flows/label_features.py; the tests compare the two).
 --   SELECT * FROM terminal_risk_as_of WHERE terminal_id = 'T000123' AND as_of_day = '2026-11-14';
--- For a transaction on day D, window N in (1, 7, 30) (models/features.py TERMINAL_WINDOWS_DAYS) and label
+-- For a transaction on day D, window N in (1, 7, 30) (streamguard/core/features.py TERMINAL_WINDOWS_DAYS) and label
 -- delay d (STREAMGUARD_LABEL_DELAY_DAYS, filled in at apply time): n = transactions at the terminal on days
 -- [D-d-N, D-d); frauds = those whose first fraud label became known before day D; rate = frauds / n, 0 when
 -- n = 0. The known-fraud windows (KNOWN_FRAUD_WINDOWS_DAYS 7, 28) do not wait the label delay: over days

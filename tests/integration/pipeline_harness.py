@@ -14,11 +14,12 @@ import msgspec
 import pandas as pd
 from psycopg import sql
 
-from streamguard.events import Decision
-from streamguard.flow_runner import spawn_flow, stop_flows
-from streamguard.settings import Settings
-from streamguard.sqlstore import apply_sql, connect
-from streamguard.topics import ensure_topics, read_all
+from streamguard.core.events import Decision
+from streamguard.core.settings import Settings
+from streamguard.core.store import connect
+from streamguard.core.topics import ensure_topics, read_all
+from streamguard.local.flow_runner import spawn_flow, stop_flows
+from streamguard.sql.apply import apply_sql
 
 _decision = msgspec.json.Decoder(Decision)
 

@@ -14,7 +14,7 @@ import time
 
 from flows import transaction_source
 from flows.fraud import get_flow
-from streamguard.settings import Settings
+from streamguard.core.settings import Settings
 
 STALL_PARTITION = int(os.environ["STALL_PARTITION"])
 STALL_AT_OFFSET = int(os.environ["STALL_AT_OFFSET"])

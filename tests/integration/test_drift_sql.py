@@ -15,10 +15,11 @@ from pipeline_harness import drop_schema
 from psycopg import sql
 
 from models.drift_reference import SCORE, build_reference, compare
-from models.features import FEATURE_NAMES
+from models.drift_store import daily_psi, format_daily_psi, publish_reference, publish_registry
 from models.registry import Registry
-from streamguard.drift_store import daily_psi, format_daily_psi, publish_reference, publish_registry
-from streamguard.sqlstore import apply_sql, connect
+from streamguard.core.features import FEATURE_NAMES
+from streamguard.core.store import connect
+from streamguard.sql.apply import apply_sql
 
 DAY1 = datetime(2026, 3, 2, tzinfo=UTC)
 DAY2 = DAY1 + timedelta(days=1)

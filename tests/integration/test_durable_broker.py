@@ -15,8 +15,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import SecretStr
 
-from streamguard._processes import wait_gone
-from streamguard.stack import LocalStack, free_port
+from streamguard.local.processes import wait_gone
+from streamguard.local.stack import LocalStack, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -24,15 +24,15 @@ from confluent_kafka import Producer
 from pipeline_harness import flow_logs, prepare, wait_for_metric
 from psycopg import sql
 
-from models.features import FEATURE_NAMES
 from models.registry import Registry
-from streamguard import hostile_corpus as corpus
-from streamguard.events import DeadLetter, Decision, Label, Transaction, encode
-from streamguard.flow_runner import spawn_flow, stop_flows
-from streamguard.simulate import SimulationConfig, simulate
-from streamguard.sqlstore import connect
-from streamguard.stack import free_port
-from streamguard.topics import read_all
+from streamguard.core.events import DeadLetter, Decision, Label, Transaction, encode
+from streamguard.core.features import FEATURE_NAMES
+from streamguard.core.store import connect
+from streamguard.core.topics import read_all
+from streamguard.data import hostile_corpus as corpus
+from streamguard.data.simulate import SimulationConfig, simulate
+from streamguard.local.flow_runner import spawn_flow, stop_flows
+from streamguard.local.stack import free_port
 
 pytestmark = pytest.mark.integration
 EVERY = 25

@@ -7,7 +7,7 @@ import msgspec
 
 from flows.idempotent_sink import IdempotentKafkaSink
 from flows.kafka_io import partition_name
-from streamguard.topics import ensure_topics, read_all
+from streamguard.core.topics import ensure_topics, read_all
 
 
 def _decision(tid: int, amount: float) -> bytes:

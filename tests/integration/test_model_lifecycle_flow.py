@@ -10,11 +10,11 @@ import xgboost as xgb
 from pipeline_harness import prepare, wait_for_decisions
 
 from flows.model_roles import canary_share_of
-from models.features import FEATURE_NAMES
 from models.registry import Registry
-from streamguard.flow_runner import spawn_flow, stop_flows
-from streamguard.replay import replay
-from streamguard.simulate import SimulationConfig, simulate
+from streamguard.core.features import FEATURE_NAMES
+from streamguard.data.replay import replay
+from streamguard.data.simulate import SimulationConfig, simulate
+from streamguard.local.flow_runner import spawn_flow, stop_flows
 
 
 def _booster(names, seed: int) -> xgb.Booster:

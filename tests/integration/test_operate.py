@@ -29,17 +29,17 @@ from pipeline_harness import prepare, running_flows, wait_for_decisions
 from rich.console import Console
 
 from models.drift_reference import build_reference
-from models.features import FEATURE_NAMES
 from models.registry import Registry
-from streamguard.alerts_view import show_alerts
-from streamguard.events import Decision
-from streamguard.flow_runner import settings_env
-from streamguard.prom_scrape import Scrape, fetch
-from streamguard.replay import replay
-from streamguard.simulate import SimulationConfig, simulate
-from streamguard.stack import free_port
-from streamguard.top import default_targets, run_top
-from streamguard.topics import read_all
+from streamguard.core.events import Decision
+from streamguard.core.features import FEATURE_NAMES
+from streamguard.core.topics import read_all
+from streamguard.data.replay import replay
+from streamguard.data.simulate import SimulationConfig, simulate
+from streamguard.local.flow_runner import settings_env
+from streamguard.local.stack import free_port
+from streamguard.operate.alerts_view import show_alerts
+from streamguard.operate.prom_scrape import Scrape, fetch
+from streamguard.operate.top import default_targets, run_top
 
 STAGES = ("read", "order", "features", "score", "emit", "total")
 MALFORMED = [

@@ -11,11 +11,11 @@ from confluent_kafka import Producer
 from pipeline_harness import flow_logs, prepare, raw_decisions, wait_for_decisions
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamguard.events import Transaction, encode
-from streamguard.flow_runner import spawn_flow, stop_flows
-from streamguard.replay import replay
-from streamguard.simulate import SimulationConfig, simulate
-from streamguard.stack import free_port
+from streamguard.core.events import Transaction, encode
+from streamguard.data.replay import replay
+from streamguard.data.simulate import SimulationConfig, simulate
+from streamguard.local.flow_runner import spawn_flow, stop_flows
+from streamguard.local.stack import free_port
 
 
 def _metrics(port: int) -> list[tuple[str, dict, float]]:

@@ -28,13 +28,13 @@ from pipeline_harness import (
     wait_for_decisions,
 )
 
-from models.features import TERMINAL_LABEL_FEATURES
 from models.protocol import evaluate
 from models.training_job import run_training
-from streamguard.replay import replay
-from streamguard.simulate import SimulationConfig, simulate
-from streamguard.sqlstore import connect
-from streamguard.topics import read_all
+from streamguard.core.features import TERMINAL_LABEL_FEATURES
+from streamguard.core.store import connect
+from streamguard.core.topics import read_all
+from streamguard.data.replay import replay
+from streamguard.data.simulate import SimulationConfig, simulate
 
 DAYS, DELAY = 42, 7
 BATCH_ROWS = 50

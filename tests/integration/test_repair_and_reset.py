@@ -13,12 +13,18 @@ import pytest
 from pipeline_harness import prepare, raw_decisions, running_flows, wait_for_decisions, wait_for_metric
 
 from streamguard.cli import main
-from streamguard.flow_runner import ensure_recovery_store, recovery_dir, settings_env, spawn_flow, stop_flows
-from streamguard.repair import repair_progress
-from streamguard.replay import replay
-from streamguard.simulate import SimulationConfig, simulate
-from streamguard.sqlstore import connect
-from streamguard.stack import free_port
+from streamguard.core.store import connect
+from streamguard.data.repair import repair_progress
+from streamguard.data.replay import replay
+from streamguard.data.simulate import SimulationConfig, simulate
+from streamguard.local.flow_runner import (
+    ensure_recovery_store,
+    recovery_dir,
+    settings_env,
+    spawn_flow,
+    stop_flows,
+)
+from streamguard.local.stack import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from confluent_kafka import Producer
 
-from streamguard.replay import ReplayError, replay, timeline_position
-from streamguard.stack import free_port
-from streamguard.topics import ensure_topics, read_all
+from streamguard.core.topics import ensure_topics, read_all
+from streamguard.data.replay import ReplayError, replay, timeline_position
+from streamguard.local.stack import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -20,12 +20,12 @@ import pytest
 import xgboost as xgb
 from pipeline_harness import decisions_frame, flow_logs, prepare, raw_decisions, wait_for_decisions
 
-from models.features import FEATURE_NAMES
 from models.registry import Registry
-from streamguard.flow_runner import flow_command, settings_env, spawn_flow, stop_flows
-from streamguard.replay import replay
-from streamguard.simulate import SimulationConfig, simulate
-from streamguard.stack import free_port
+from streamguard.core.features import FEATURE_NAMES
+from streamguard.data.replay import replay
+from streamguard.data.simulate import SimulationConfig, simulate
+from streamguard.local.flow_runner import flow_command, settings_env, spawn_flow, stop_flows
+from streamguard.local.stack import free_port
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,11 @@ import pytest
 from pipeline_harness import running_flows
 from pydantic import SecretStr
 
-from streamguard.flow_runner import settings_env
-from streamguard.replay import replay
-from streamguard.simulate import SimulationConfig, simulate
-from streamguard.sql_shell import split_password
-from streamguard.topics import ensure_topics
+from streamguard.core.topics import ensure_topics
+from streamguard.data.replay import replay
+from streamguard.data.simulate import SimulationConfig, simulate
+from streamguard.local.flow_runner import settings_env
+from streamguard.sql.shell import split_password
 
 pytestmark = pytest.mark.integration
 

@@ -20,19 +20,15 @@ import pytest
 from pipeline_harness import drop_schema
 from psycopg import sql
 
-from flows.label_features import TERMINAL_FEATURES, TerminalLabelState
+from flows.label_state import TERMINAL_FEATURES, TerminalLabelState
 from flows.store_changes import PostgresChangeLog
-from models.features import KNOWN_FRAUD_LAG_DAYS, KNOWN_FRAUD_WINDOWS_DAYS, TERMINAL_WINDOWS_DAYS
-from streamguard.sql_text import normalise_type
-from streamguard.sqlstore import (
-    SQL_DIR,
-    UnsupportedServerError,
-    apply_sql,
-    check_server,
-    connect,
-    sql_files,
-)
-from streamguard.store_lookups import LOOKUPS, SqlCatalog
+from streamguard.core.features import KNOWN_FRAUD_LAG_DAYS, KNOWN_FRAUD_WINDOWS_DAYS, TERMINAL_WINDOWS_DAYS
+from streamguard.core.lookups import LOOKUPS
+from streamguard.core.paths import SQL_DIR
+from streamguard.core.store import connect
+from streamguard.sql.apply import UnsupportedServerError, apply_sql, check_server, sql_files
+from streamguard.sql.lookup_check import SqlCatalog
+from streamguard.sql.text import normalise_type
 
 # (transaction_id, ts, customer, terminal, amount). Terminal T1's UTC days: 03-01 has tx 1, 2 (23:59:59 is
 # still 03-01); 03-02 has tx 3 (midnight) and tx 8 (01:30 at +02:00 = 03-02 23:30 UTC); 03-05 tx 4;
@@ -474,7 +470,7 @@ def test_lookup_key_types_traced_by_sql_check_match_postgres(store):
 def _smoke(tmp_path, **env) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMGUARD_")}
     return subprocess.run(
-        [sys.executable, "-m", "streamguard.mz_smoke"],
+        [sys.executable, "-m", "streamguard.sql.mz_smoke"],
         env={**clean, **env},
         cwd=tmp_path,  # no developer .env
         capture_output=True,
@@ -497,7 +493,7 @@ def test_mz_smokes_feature_checks_pass_on_postgres_with_its_events(local_stack, 
     On Materialize they read `SUBSCRIBE`; here the same code reads the PostgreSQL change log, so the
     hand-checked numbers (and the check code) are exercised even though Materialize is not.
     """
-    from streamguard import mz_smoke
+    from streamguard.sql import mz_smoke
 
     settings = local_stack.model_copy(
         update={"state_dir": tmp_path, "sql_schema": f"smoke_{uuid.uuid4().hex[:8]}", "label_delay_days": 7}

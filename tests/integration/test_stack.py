@@ -18,8 +18,8 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamguard.settings import Settings
-from streamguard.stack import LocalStack, PortInUseError, ServiceStatus, StackError, free_port
+from streamguard.core.settings import Settings
+from streamguard.local.stack import LocalStack, PortInUseError, ServiceStatus, StackError, free_port
 
 pytestmark = pytest.mark.integration
 

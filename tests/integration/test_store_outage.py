@@ -8,10 +8,10 @@ import pandas as pd
 from pipeline_harness import flow_logs, prepare, raw_decisions
 from tcp_proxy import TcpProxy
 
-from streamguard.flow_runner import spawn_flow, stop_flows
-from streamguard.replay import replay
-from streamguard.simulate import SimulationConfig, simulate
-from streamguard.sqlstore import connect
+from streamguard.core.store import connect
+from streamguard.data.replay import replay
+from streamguard.data.simulate import SimulationConfig, simulate
+from streamguard.local.flow_runner import spawn_flow, stop_flows
 
 
 def _wait_for(settings, ids: set[int], procs, timeout_s: float = 120):

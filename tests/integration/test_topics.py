@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka import Producer
 
-from streamguard.topics import ensure_topics, partition_count, read_all
+from streamguard.core.topics import ensure_topics, partition_count, read_all
 
 
 def test_partition_count_and_read_all_see_every_record_of_every_partition(sg_settings):

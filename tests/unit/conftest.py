@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from streamguard.deploy.render import OVERLAYS, render_overlay
+from streamguard.deploy.manifests.render import OVERLAYS, render_overlay
 
 
 @pytest.fixture(scope="module")

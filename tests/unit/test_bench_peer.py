@@ -18,7 +18,7 @@ from bench.bench_peer import COMPARED, compare_features
 from bench.peer.card_windows import DAY_US, LATENESS_US, PEER_WINDOWS, epoch_us, fold, transaction_features
 from bench.peer.harness import Decision, _Stages
 from flows.rolling import RollingState
-from models.features import FEATURE_NAMES
+from streamguard.core.features import FEATURE_NAMES
 
 T0 = epoch_us(datetime(2026, 3, 1, tzinfo=UTC))
 

@@ -10,8 +10,15 @@ from prometheus_client import REGISTRY
 from prometheus_client.exposition import generate_latest
 
 import flows.metrics  # noqa: F401 - registers the catalogue in the process registry
-from streamguard.dashboard import CONFIGMAP_PATH, JSON_PATH, build, main, render_configmap, render_json
-from streamguard.grafana_panels import BUDGET, STAGES
+from streamguard.operate.dashboard import (
+    CONFIGMAP_PATH,
+    JSON_PATH,
+    build,
+    main,
+    render_configmap,
+    render_json,
+)
+from streamguard.operate.grafana_panels import BUDGET, STAGES
 
 
 def _panels() -> list[dict]:
@@ -42,7 +49,7 @@ def test_every_streamguard_metric_is_on_a_panel():
     assert {"streamguard_decisions", "streamguard_stage_seconds", "streamguard_feature_psi"} <= families
     exprs = _exprs()
     missing = sorted(f for f in families if f not in exprs)
-    assert not missing, f"no panel shows {missing}: add one in streamguard/dashboard.py"
+    assert not missing, f"no panel shows {missing}: add one in streamguard/operate/dashboard.py"
 
 
 def test_latency_is_drawn_as_a_heatmap_per_stage_and_as_p50_p99_against_the_budget():

@@ -1,4 +1,4 @@
-"""The image entrypoint end to end: k8s/image/entrypoint.sh -> streamguard.deploy.launch -> bytewax.run.
+"""The image entrypoint end to end: k8s/image/entrypoint.sh -> streamguard.deploy.pod.launch -> bytewax.run.
 
 Pods are stood in for by local processes: each gets the env a StatefulSet pod gets (pod name, StatefulSet
 name, replicas, a hostfile of localhost addresses) and its own recovery directory, as with one volume per
@@ -178,7 +178,8 @@ def test_chart_style_start_serves_metrics_and_stops_on_sigint(workdir):
         BYTEWAX_DATAFLOW_API_ENABLED="true",
         BYTEWAX_DATAFLOW_API_PORT=str(port),
         BYTEWAX_DATAFLOW_API_CACHE_PATH=str(workdir),
-        PYTHONPATH=str(workdir),
+        # The caller's PYTHONPATH stays behind the flow folder (a checkout run with PYTHONPATH=<checkout>).
+        PYTHONPATH=os.pathsep.join(p for p in (str(workdir), os.environ.get("PYTHONPATH", "")) if p),
     )
     pod = subprocess.Popen(["sh", str(ENTRYPOINT)], cwd=workdir, env=env, stderr=subprocess.PIPE, text=True)
     try:

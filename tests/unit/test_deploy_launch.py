@@ -1,4 +1,4 @@
-"""The entrypoint's Python half (streamguard.deploy.launch): argv, holders, DNS wait, environment checks."""
+"""The entrypoint's Python half (streamguard.deploy.pod.launch): argv, holders, DNS wait, environment checks."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from streamguard.deploy.launch import (
-    RecoveryArgs,
-    bytewax_run_argv,
+from streamguard.core.run_command import RecoveryArgs, bytewax_run_argv
+from streamguard.deploy.pod.launch import (
     main,
     prepare,
     recovery_holders,
     wait_until_resolvable,
 )
-from streamguard.deploy.process import ClusterConfigError, ClusterPlan
+from streamguard.deploy.pod.process import ClusterConfigError
 
 
 @pytest.fixture
@@ -31,13 +30,13 @@ def clean_env(monkeypatch, tmp_path):
 
 
 def test_single_process_argv_has_no_cluster_flags():
-    argv = bytewax_run_argv("flows.fraud:flow", ClusterPlan(None, ()), 1, None, python="py")
+    argv = bytewax_run_argv("flows.fraud:flow", 1, None, python="py")
     assert argv == ["py", "-m", "bytewax.run", "flows.fraud:flow", "-w", "1"]
 
 
 def test_cluster_and_recovery_flags():
-    plan = ClusterPlan(1, ("a:9999", "b:9999"))
-    argv = bytewax_run_argv("m:flow", plan, 2, RecoveryArgs(Path("/var/recovery"), 5, 30), python="py")
+    recovery = RecoveryArgs(Path("/var/recovery"), 5, 30)
+    argv = bytewax_run_argv("m:flow", 2, recovery, process_id=1, addresses=("a:9999", "b:9999"), python="py")
     assert argv == [
         "py", "-m", "bytewax.run", "m:flow", "-w", "2",
         "-i", "1", "-a", "a:9999;b:9999",

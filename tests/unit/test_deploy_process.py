@@ -1,12 +1,13 @@
-"""Process id and peer addresses from StatefulSet facts (streamguard.deploy.process)."""
+"""Process id and peer addresses from StatefulSet facts (streamguard.deploy.pod.process)."""
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
 
-from streamguard.deploy.process import (
+from streamguard.deploy.pod.process import (
     ClusterConfigError,
     ClusterPlan,
     ordinal_from_pod_name,
@@ -168,3 +169,24 @@ def test_plan_agrees_with_bytewax_runs_own_derivation(tmp_path, monkeypatch):
     args = run._parse_args()
     plan = plan_cluster(env)
     assert (args.process_id, tuple(args.addresses.split(";"))) == (plan.process_id, plan.addresses)
+
+
+def test_pod_settings_read_the_sg_variables_blank_as_unset_and_name_a_bad_one():
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from streamguard.deploy.pod.settings import PodSettings
+
+    pod = PodSettings.from_env(
+        {"SG_NAMESPACE": " ns ", "SG_DNS_WAIT_S": "5", "SG_MODEL_SEED_DIR": "/seed", "SG_PEER_PORT": " "}
+    )
+    assert (pod.namespace, pod.dns_wait_s, pod.model_seed_dir) == ("ns", 5, Path("/seed"))
+    assert (pod.peer_port, pod.cluster_domain, pod.recovery_holders) == (9999, "cluster.local", None)
+    with pytest.raises(ValidationError):
+        pod.namespace = "other"  # frozen
+    for bad in ("5s", "0", "+5", "\u00b2"):
+        with pytest.raises(
+            ClusterConfigError, match=re.escape(f"SG_DNS_WAIT_S must be a positive integer, got {bad!r}")
+        ):
+            PodSettings.from_env({"SG_DNS_WAIT_S": bad})

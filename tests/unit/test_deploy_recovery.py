@@ -1,10 +1,10 @@
-"""This pod's share of the recovery partitions (streamguard.deploy.recovery), on real Bytewax partition files."""
+"""This pod's share of the recovery partitions (streamguard.deploy.pod.recovery), on real Bytewax partition files."""
 
 from __future__ import annotations
 
 import pytest
 
-from streamguard.deploy.recovery import (
+from streamguard.deploy.pod.recovery import (
     PartitionLayout,
     RecoveryLayoutError,
     ensure_owned_partitions,

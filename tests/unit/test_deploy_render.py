@@ -1,4 +1,4 @@
-"""The kustomize subset renderer (streamguard.deploy.render), and its agreement with real kustomize."""
+"""The kustomize subset renderer (streamguard.deploy.manifests.render), and its agreement with real kustomize."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamguard.deploy.render import (
+from streamguard.deploy.manifests.render import (
     K8S_DIR,
     KustomizeError,
     merge_patch,

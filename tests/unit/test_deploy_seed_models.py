@@ -1,10 +1,10 @@
-"""Seeding the shared model registry from the image's copy (streamguard.deploy.seed_models)."""
+"""Seeding the shared model registry from the image's copy (streamguard.deploy.pod.seed_models)."""
 
 from __future__ import annotations
 
 import pytest
 
-from streamguard.deploy.seed_models import seed_registry
+from streamguard.deploy.pod.seed_models import seed_registry
 
 
 @pytest.fixture

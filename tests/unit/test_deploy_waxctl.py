@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamguard.deploy import waxctl
-from streamguard.deploy.objects import find
-from streamguard.deploy.render import render_overlay
-from streamguard.deploy.waxctl import WaxctlDeploy, chart_values, plan_from_objects, waxctl_argv
+from streamguard.deploy.manifests import waxctl
+from streamguard.deploy.manifests.objects import find
+from streamguard.deploy.manifests.render import render_overlay
+from streamguard.deploy.manifests.waxctl import WaxctlDeploy, chart_values, plan_from_objects, waxctl_argv
 
 
 @pytest.fixture(scope="module")

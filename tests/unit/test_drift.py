@@ -25,7 +25,7 @@ from models.drift_reference import (
     reference_rows,
     shares,
 )
-from models.features import FEATURE_NAMES
+from streamguard.core.features import FEATURE_NAMES
 
 
 @pytest.fixture(scope="module")

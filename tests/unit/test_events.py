@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import msgspec
 import pytest
 
-from streamguard.events import (
+from streamguard.core.events import (
     Transaction,
     dead_letter,
     decode_label,

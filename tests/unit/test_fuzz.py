@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flows.rolling.state import RollingState
-from streamguard.events import (
+from streamguard.core.events import (
     MAX_AMOUNT,
     MAX_ID,
     MAX_KEY_LENGTH,

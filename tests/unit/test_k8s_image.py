@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from streamguard.deploy.render import render_overlay
-from streamguard.settings import Settings
+from streamguard.core.settings import Settings
+from streamguard.deploy.manifests.render import render_overlay
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"

@@ -7,10 +7,10 @@ from importlib.metadata import version
 
 import pytest
 
-from streamguard.deploy.checks import custom_resource_problems, schema_problems
-from streamguard.deploy.invariants import invariant_problems
-from streamguard.deploy.objects import find, literal_env
-from streamguard.deploy.render import OVERLAYS, split_image
+from streamguard.deploy.manifests.checks import custom_resource_problems, schema_problems
+from streamguard.deploy.manifests.invariants import invariant_problems
+from streamguard.deploy.manifests.objects import find, literal_env
+from streamguard.deploy.manifests.render import OVERLAYS, split_image
 
 
 def flow_of(objects):

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from streamguard.deploy import checks
-from streamguard.deploy.checks import UNSET_ANNOTATION, settings_coverage_problems, settings_fields
-from streamguard.deploy.objects import find
-from streamguard.deploy.render import OVERLAYS
-from streamguard.settings import Settings
+from streamguard.core.settings import Settings
+from streamguard.deploy.manifests import checks
+from streamguard.deploy.manifests.checks import UNSET_ANNOTATION, settings_coverage_problems, settings_fields
+from streamguard.deploy.manifests.objects import find
+from streamguard.deploy.manifests.render import OVERLAYS
 
 
 def configmap(objects):
@@ -42,7 +42,7 @@ def test_a_field_added_to_settings_later_is_named_until_it_is_placed(prod, monke
     class Grown(Settings):
         fraud_ring_window_s: int = 600
 
-    monkeypatch.setattr("streamguard.settings.Settings", Grown)
+    monkeypatch.setattr("streamguard.core.settings.Settings", Grown)
     problems = settings_coverage_problems(prod)
     assert problems == [
         "STREAMGUARD_FRAUD_RING_WINDOW_S is neither a key of ConfigMap streamguard-config nor listed in "

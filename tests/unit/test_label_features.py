@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.label_features import TERMINAL_FEATURES, TerminalLabelState
+from flows.label_state import TERMINAL_FEATURES, TerminalLabelState
 from flows.store_changes import Change, subscribe_changes
 
 EPOCH = date(1970, 1, 1)
@@ -121,7 +121,7 @@ class _NeverQuiet:
 def test_a_day_is_ready_once_every_transaction_partition_is_past_the_day_before_by_the_lateness():
     from flows.label_features import DAY_US, LabelFeatures
     from flows.store_changes import Progress
-    from streamguard.settings import Settings
+    from streamguard.core.settings import Settings
 
     settings = Settings(_env_file=None, allowed_lateness_s=3600, label_delay_days=7)
     features = LabelFeatures(settings, feed=object())

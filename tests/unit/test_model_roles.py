@@ -9,9 +9,9 @@ import pytest
 import xgboost as xgb
 
 from flows.model_roles import ModelRoles, served_columns
-from models.features import FEATURE_NAMES
 from models.registry import FeatureMismatchError, Registry
-from streamguard.settings import Settings
+from streamguard.core.features import FEATURE_NAMES
+from streamguard.core.settings import Settings
 
 OLD_FEATURES = [n for n in FEATURE_NAMES if not n.startswith("term_known_")]
 

@@ -13,10 +13,10 @@ import pytest
 import xgboost as xgb
 
 from models.cli import add_models_commands, add_training_arguments
-from models.features import FEATURE_NAMES
 from models.registry import Registry
 from models.training_job import TrainingOptions
-from streamguard.settings import Settings
+from streamguard.core.features import FEATURE_NAMES
+from streamguard.core.settings import Settings
 
 
 def parser() -> argparse.ArgumentParser:
@@ -171,9 +171,9 @@ def test_training_flags_parse_into_training_options():
 
 
 def test_the_parser_offers_the_scorer_devices_without_importing_xgboost():
-    from models.cli import TRAIN_DEVICES
-    from models.scorer import DEVICES
+    from models import cli, scorer
+    from streamguard.core.settings import DEVICES
 
-    assert TRAIN_DEVICES == DEVICES
+    assert cli.DEVICES is DEVICES and scorer.DEVICES is DEVICES
     code = "import sys, models.cli; assert 'xgboost' not in sys.modules, 'models.cli imported xgboost'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from streamguard._broker_storage import running_storage
-from streamguard._processes import free_port
-from streamguard.object_store import serve
+from streamguard.local.broker_storage import running_storage
+from streamguard.local.object_store import serve
+from streamguard.local.processes import free_port
 
 
 @contextmanager

@@ -11,12 +11,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 from rich.console import Console
 
-from models.features import FEATURE_NAMES
-from streamguard.alerts_view import FEATURE_WORDS, format_alert
-from streamguard.events import Decision, StageTimes
-from streamguard.prom_scrape import histogram_quantile, parse, rate
-from streamguard.top import render, sparkline
-from streamguard.top_state import TopState
+from streamguard.core.events import Decision, StageTimes
+from streamguard.core.features import FEATURE_NAMES
+from streamguard.operate.alerts_view import FEATURE_WORDS, format_alert
+from streamguard.operate.prom_scrape import histogram_quantile, parse, rate
+from streamguard.operate.top import render, sparkline
+from streamguard.operate.top_state import TopState
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -44,7 +44,7 @@ def test_sparkline_scales_to_the_maximum_and_leaves_gaps_blank():
 
 def test_every_served_feature_is_described_in_words():
     missing = [n for n in FEATURE_NAMES if n not in FEATURE_WORDS]
-    assert not missing, f"add words for {missing} in streamguard/alerts_view.py"
+    assert not missing, f"add words for {missing} in streamguard/operate/alerts_view.py"
     assert set(FEATURE_WORDS) == set(FEATURE_NAMES)
 
 

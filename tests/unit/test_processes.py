@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from streamguard._processes import (
+from streamguard.local.processes import (
     free_port,
     launch_detached,
     pid_alive,

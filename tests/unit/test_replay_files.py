@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from streamguard.replay import ReplayInputError, load_labels, load_transactions
+from streamguard.data.replay import ReplayInputError, load_labels, load_transactions
 
 
 def _txns() -> pd.DataFrame:

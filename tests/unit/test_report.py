@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from test_train import START, synthetic_examples
 
-from models.features import FEATURE_NAMES
 from models.report import Baseline, feature_importance, write_report
 from models.train import make_windows, train_model
+from streamguard.core.features import FEATURE_NAMES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

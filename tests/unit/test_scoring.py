@@ -10,9 +10,9 @@ from test_partition_merge import _rows
 from flows.model_roles import ScoredBatch
 from flows.scoring import DecisionEncoder, ScoredRows, decide
 from flows.txn_rows import COLUMN, DEADLINE, N_FEATURES
-from models.features import FEATURE_NAMES
-from streamguard.events import Decision
-from streamguard.settings import Settings
+from streamguard.core.events import Decision
+from streamguard.core.features import FEATURE_NAMES
+from streamguard.core.settings import Settings
 
 SETTINGS = Settings(_env_file=None, review_threshold=0.5, decline_threshold=0.9)
 

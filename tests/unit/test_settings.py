@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from streamguard.cli import main
-from streamguard.settings import Settings
+from streamguard.core.settings import Settings
 
 
 def test_env_variables_with_the_prefix_configure_settings(monkeypatch):
@@ -87,10 +87,10 @@ def test_every_verb_has_help(capsys):
 def test_env_example_lists_every_setting_and_parses(tmp_path):
     from pathlib import Path
 
-    from streamguard.env_example import render
+    from streamguard.core.env_example import render
 
     text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
-    assert text == render(), "regenerate: python -m streamguard.env_example > .env.example"
+    assert text == render(), "regenerate: python -m streamguard.core.env_example > .env.example"
     env = tmp_path / ".env"
     env.write_text(text)
     assert Settings(_env_file=env) == Settings(_env_file=None)

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamguard.radius_search import within_radius
-from streamguard.simulate import (
+from streamguard.data.radius_search import within_radius
+from streamguard.data.simulate import (
     ID_DAY_STRIDE,
     LABEL_COLUMNS,
     TRANSACTION_COLUMNS,

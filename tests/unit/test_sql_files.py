@@ -6,10 +6,9 @@ import re
 
 import pytest
 
-from streamguard.settings import Settings
-from streamguard.sql_text import strip_comments
-from streamguard.sqlstore import (
-    SQL_DIR,
+from streamguard.core.paths import SQL_DIR
+from streamguard.core.settings import Settings
+from streamguard.sql.apply import (
     SqlApplyError,
     apply_sql,
     dry_run_text,
@@ -20,6 +19,7 @@ from streamguard.sqlstore import (
     sql_files,
     statement,
 )
+from streamguard.sql.text import strip_comments
 
 CREATE = re.compile(
     r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:DEFAULT\s+)?(TABLE|VIEW|MATERIALIZED VIEW|INDEX|SOURCE|CONNECTION|FUNCTION|SECRET|"

@@ -7,10 +7,11 @@ import shutil
 
 import pytest
 
-from streamguard.settings import Settings
-from streamguard.sql_lint import cmd_sql_check, lint_sql, lint_tree, run_check
-from streamguard.sqlstore import SQL_DIR
-from streamguard.store_lookups import LOOKUPS, Lookup, check_lookups, flow_lookup_sql
+from streamguard.core.lookups import LOOKUPS, Lookup
+from streamguard.core.paths import SQL_DIR
+from streamguard.core.settings import Settings
+from streamguard.sql.lint import cmd_sql_check, lint_sql, lint_tree, run_check
+from streamguard.sql.lookup_check import check_lookups, flow_lookup_sql
 
 SETTINGS = Settings(_env_file=None)
 LOOKUPS_READ = ("terminal_daily_transactions", "terminal_daily_frauds")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streamguard.settings import Settings
-from streamguard.stack import LocalStack, PortInUseError, StackError, check_port_free, free_port
+from streamguard.core.settings import Settings
+from streamguard.local.stack import LocalStack, PortInUseError, StackError, check_port_free, free_port
 
 
 def local_settings(state_dir: Path, **ports: int) -> Settings:

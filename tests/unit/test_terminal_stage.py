@@ -14,7 +14,7 @@ from flows.store_changes import Change
 from flows.terminal_stage import Piece, TerminalStage, route_to_workers
 from flows.transaction_source import Progress, ReadBatch
 from flows.txn_rows import COLUMN, DEADLINE, STORE
-from streamguard.settings import Settings
+from streamguard.core.settings import Settings
 
 DAY_US = 86_400_000_000
 DAY = (date(2026, 3, 20) - date(1970, 1, 1)).days

@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from models.features import FEATURE_NAMES
 from models.protocol import evaluate
 from models.registry import Registry
 from models.scorer import cuda_available
 from models.train import data_fingerprint, make_windows, train_model
 from models.training_job import TrainingOptions, train_evaluate_register
 from models.tuning import Grid
-from streamguard.settings import Settings
+from streamguard.core.features import FEATURE_NAMES
+from streamguard.core.settings import Settings
 
 START = datetime(2024, 4, 1, tzinfo=timezone.utc)
 ROUNDS = 60  # enough to learn the signal, quick on a shared 2-core machine

@@ -12,9 +12,9 @@ from kafka_messages import Consumer, Message, txn
 
 from flows.transaction_source import IdleWatch, PartitionReader
 from flows.txn_rows import COLUMN
-from models.features import CUSTOMER_WINDOWS
-from streamguard.events import to_epoch_us
-from streamguard.settings import Settings
+from streamguard.core.events import to_epoch_us
+from streamguard.core.features import CUSTOMER_WINDOWS
+from streamguard.core.settings import Settings
 
 SETTINGS = Settings(_env_file=None, allowed_lateness_s=3600, max_future_s=60, dedupe_window_s=86_400)
 T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 from test_train import START, synthetic_examples
 
-from models.features import FEATURE_NAMES
 from models.train import make_windows
 from models.tuning import (
     IMBALANCE,
@@ -21,6 +20,7 @@ from models.tuning import (
     positive_weight,
     search,
 )
+from streamguard.core.features import FEATURE_NAMES
 
 SMALL = Grid(max_depth=(2, 4), eta=(0.3,), min_child_weight=(1.0, 5.0))
 

@@ -1,0 +1,247 @@
+"""One frozen settings object for every streamguard process, read from `STREAMGUARD_*` variables.
+
+Settings are read once at the edge (the CLI, a flow module's `flow`) and passed down. Secrets are
+`SecretStr`, so they never show in a repr or a log line; `kafka_config()` and `sql_dsn()` are the only
+places that reveal them, for the client libraries that need the plain value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, get_args
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TOPIC_NAMES = ("transactions", "labels", "decisions", "alerts", "dead_letters", "late")
+"""Logical topic names; the physical name is `topic_prefix + name`."""
+Device = Literal["auto", "cpu", "gpu"]
+DEVICES: tuple[str, ...] = get_args(Device)
+"""Where models score and train: "cpu", "gpu" (CUDA or an error) or "auto" (CUDA when CuPy sees a device).
+The one list: the scorer, `streamguard train --device` and STREAMGUARD_SCORER_DEVICE all use it."""
+
+
+class Settings(BaseSettings):
+    """Configuration of streamguard; each field is the variable `STREAMGUARD_<FIELD>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMGUARD_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        frozen=True,
+        extra="forbid",
+        # An empty `STREAMGUARD_X=` (as in .env.example) means unset, not an empty string.
+        env_ignore_empty=True,
+        use_attribute_docstrings=True,
+    )
+
+    # -- where local state lives ----------------------------------------------------------------------
+    state_dir: Path = Path(".streamguard")
+    """Folder for the local stack's data, Bytewax recovery, replay checkpoints and the model registry."""
+    model_dir: Path | None = None
+    """Model registry folder; defaults to `<state_dir>/models`."""
+
+    # -- Kafka ------------------------------------------------------------------------------------------
+    kafka_bootstrap: str | None = None
+    """`host:port[,host:port]` of a real Kafka; unset means the embedded local broker."""
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    local_kafka_port: int = Field(19092, ge=1, le=65535)
+    """Port of the embedded broker (Tansu) on 127.0.0.1."""
+    local_kafka_storage: Literal["memory", "disk"] = "memory"
+    """Where the embedded broker keeps records: `memory` (fastest; topics vanish when it stops) or `disk`
+    (a local object store under `<state_dir>/kafka/objects`: topics, records and consumer offsets survive a
+    broker crash and `streamguard down`/`up`). Choose before the first `streamguard up`; switching
+    needs a `streamguard down`."""
+    topic_prefix: str = ""
+    """Prefix for every topic name, so tests and tenants can share a broker."""
+    topic_partitions: int = Field(4, ge=1)
+    """Partitions for topics that streamguard creates. Keep it a multiple of the total Bytewax workers:
+    Bytewax 0.21.1 can stall when workers hold uneven numbers of partitions (bytewax#556)."""
+    kafka_batch_size: int = Field(1000, ge=1)
+    """Most messages one Kafka read hands the flow."""
+    kafka_fetch_wait_max_ms: int | None = Field(None, ge=0)
+    """librdkafka's `fetch.wait.max.ms` for the flows' consumers; unset picks by broker: 5 for the
+    embedded broker (Tansu answers a fetch only when this wait expires, so it is latency), 100 for a real
+    Kafka (it answers as soon as data arrives; lower values only add requests)."""
+    kafka_linger_ms: float = Field(1.0, ge=0)
+    """librdkafka's `linger.ms` for the flows' producers: how long a message may wait to share a request."""
+
+    # -- SQL store (Materialize in production, PostgreSQL 16 locally) ----------------------------------------
+    sql_url: SecretStr | None = None
+    """`postgresql://...` of Materialize or PostgreSQL; unset means the embedded local PostgreSQL."""
+    local_pg_port: int = Field(15432, ge=1, le=65535)
+    """Port of the embedded PostgreSQL on 127.0.0.1."""
+    sql_schema: str = Field("streamguard", pattern=r"^[a-z_][a-z0-9_]*$")
+    """Schema holding streamguard's tables and views."""
+
+    # -- features ---------------------------------------------------------------------------------------------
+    label_delay_days: int = Field(7, ge=0)
+    """Label-based features use windows that end this many days before the transaction's day."""
+    label_maturity_days: int = Field(14, ge=0)
+    """A transaction without a fraud label this many days before the latest label in the store is genuine;
+    more recent ones are immature: training and evaluation leave them out (a fraud report may still come)."""
+    allowed_lateness_s: float = Field(3600.0, gt=0)
+    """A transaction older than the newest one read from its Kafka partition by more than this goes to the
+    `late` topic (and into no feature state)."""
+    max_future_s: float = Field(60.0, gt=0)
+    """A transaction or label whose event time is more than this ahead of its Kafka timestamp (when it was
+    sent) goes to `dead_letters` and moves no clock: one event cannot move time for all others. Keep it
+    below the allowed lateness, so an accepted event can never make its partition's next events late."""
+    feature_mode: Literal["exact", "live"] = "exact"
+    """`exact`: features depend on the input only: per-terminal windows fold every partition's transactions
+    in one event-time order, and label features wait for the store, so any replay gives the same features
+    and scores. `live`: nothing waits past the decision budget: terminal windows fold in arrival order and
+    a transaction whose label features are not ready by its deadline uses the newest ready ones (flagged
+    `degraded_reason: "deadline"`)."""
+    decision_budget_ms: float = Field(100.0, gt=0)
+    """Live mode: the time from a transaction's Kafka timestamp to its decision. A transaction that cannot
+    be decided within it is decided on the fast path (no waiting, no shadow score, no explanation) and
+    flagged `degraded_reason: "deadline"`."""
+    partition_idle_s: float = Field(2.0, gt=0)
+    """A `transactions` partition whose reader found nothing new for this long, and whose records at the
+    broker are all read, stops holding back the exact event-time order (else a quiet partition would stall
+    scoring)."""
+    partition_stall_s: float = Field(60.0, gt=0)
+    """A `transactions` partition whose records wait at the broker but are not delivered holds back the
+    event-time order for at most this long (then it counts as idle, with a warning)."""
+    order_buffer_max_rows: int = Field(500_000, ge=1)
+    """Exact mode: most transactions one worker holds while it waits for slower partitions. At the bound
+    the oldest are released anyway, flagged `degraded_reason: "order_bound"` (counted), so memory stays
+    bounded when a partition is slow."""
+    dedupe_window_s: float = Field(86_400.0, ge=0)
+    """How long (event time) a transaction id is remembered: an identical re-send within it is dropped
+    and counted; the same id with other content goes to `dead_letters`."""
+    feature_wait_timeout_s: float = Field(30.0, gt=0)
+    """Exact mode: transactions wait for the SQL store to hold every label their features depend on, as long
+    as it keeps ingesting; once it has ingested nothing for this long (down or stuck), they are scored with
+    the newest label features it has, flagged `degraded_reason: "store"`."""
+    store_idle_s: float = Field(2.0, ge=0)
+    """A source partition the store has fully read, and that got nothing new for this long, stops
+    holding back the store's freshness watermark (else a quiet partition would stall the flow)."""
+    store_poll_ms: float = Field(50.0, gt=0)
+    """How often each flow process asks the store for new label-feature changes and its progress."""
+
+    # -- scoring ----------------------------------------------------------------------------------------------
+    scorer_device: Device = "auto"
+    """`auto` uses CUDA when CuPy and a GPU are present, else the CPU."""
+    scorer_threads: int = Field(1, ge=0)
+    """XGBoost threads per CPU scoring call in the flow; 0 lets XGBoost use every core for big batches. One
+    thread by default: the flow's own threads (a worker each, Kafka clients) keep the cores busy, and
+    OpenMP's hand-offs between threads then cost more than they save (`make bench-scoring`)."""
+    review_threshold: float = Field(0.5, ge=0, le=1)
+    """Scores at or above this are sent to review (and to the alerts topic)."""
+    decline_threshold: float = Field(0.9, ge=0, le=1)
+    """Scores at or above this are declined."""
+    score_batch_max_rows: int = Field(4096, ge=1)
+    """Most transactions per XGBoost call; bigger releases are scored in several calls."""
+
+    # -- observability --------------------------------------------------------------------------------------
+    fraud_metrics_port: int = Field(3030, ge=0, le=65535)
+    """Port of the scoring flow's Prometheus endpoint (`/metrics`: Bytewax's API, serving its metrics and
+    streamguard's; 3030 is Bytewax's default); 0 turns it off. Processes on one host need a port each."""
+    mirror_metrics_port: int = Field(3031, ge=0, le=65535)
+    """Port of the mirror flow's Prometheus endpoint; 0 turns it off."""
+
+    # -- Bytewax recovery (used by `streamguard flow run`) ------------------------------------------------------
+    recovery_partitions: int = Field(4, ge=1)
+    """Recovery partitions created once; the most workers the flow will ever run with."""
+    snapshot_interval_s: int = Field(5, ge=1)
+    backup_interval_s: int = Field(30, ge=0)
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> Settings:
+        if self.decline_threshold < self.review_threshold:
+            raise ValueError(
+                "STREAMGUARD_DECLINE_THRESHOLD must be >= STREAMGUARD_REVIEW_THRESHOLD "
+                f"(got {self.decline_threshold} < {self.review_threshold})"
+            )
+        if self.partition_stall_s < self.partition_idle_s:
+            # A stall bound below the idle time would let a partition with unread records be overtaken.
+            raise ValueError(
+                "STREAMGUARD_PARTITION_STALL_S must be >= STREAMGUARD_PARTITION_IDLE_S "
+                f"(got {self.partition_stall_s} < {self.partition_idle_s})"
+            )
+        if self.max_future_s >= self.allowed_lateness_s:
+            # A future event moves its partition's clock by up to max_future_s: were that beyond the
+            # lateness, one accepted event could make the next ordinary ones late.
+            raise ValueError(
+                "STREAMGUARD_MAX_FUTURE_S must be < STREAMGUARD_ALLOWED_LATENESS_S "
+                f"(got {self.max_future_s} >= {self.allowed_lateness_s})"
+            )
+        if self.kafka_sasl_mechanism and not self.kafka_security_protocol.startswith("SASL"):
+            raise ValueError(
+                "STREAMGUARD_KAFKA_SASL_MECHANISM needs a SASL_* STREAMGUARD_KAFKA_SECURITY_PROTOCOL"
+            )
+        return self
+
+    # -- derived values ---------------------------------------------------------------------------------------
+    @property
+    def uses_local_kafka(self) -> bool:
+        """Whether Kafka is the embedded broker that `streamguard up` starts."""
+        return self.kafka_bootstrap is None
+
+    @property
+    def uses_local_sql(self) -> bool:
+        """Whether the SQL store is the embedded PostgreSQL that `streamguard up` starts."""
+        return self.sql_url is None
+
+    @property
+    def brokers(self) -> list[str]:
+        """Bootstrap servers as a list (Bytewax's Kafka connector wants a list)."""
+        if self.kafka_bootstrap is None:
+            return [f"127.0.0.1:{self.local_kafka_port}"]
+        return [b.strip() for b in self.kafka_bootstrap.split(",") if b.strip()]
+
+    @property
+    def registry_dir(self) -> Path:
+        """Where model versions are stored."""
+        return self.model_dir if self.model_dir is not None else self.state_dir / "models"
+
+    @property
+    def recovery_dir(self) -> Path:
+        """Root of the Bytewax recovery stores, one sub-folder per flow."""
+        return self.state_dir / "recovery"
+
+    def topic(self, name: str) -> str:
+        """Return the physical topic for a logical name in `TOPIC_NAMES`."""
+        if name not in TOPIC_NAMES:
+            raise ValueError(f"unknown topic {name!r}; expected one of {TOPIC_NAMES}")
+        return f"{self.topic_prefix}{name}"
+
+    def kafka_config(self) -> dict[str, str]:
+        """Return librdkafka client settings, secrets included: pass to clients, never log."""
+        conf = {
+            "bootstrap.servers": ",".join(self.brokers),
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            conf["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        return conf
+
+    def kafka_consumer_tuning(self) -> dict[str, str]:
+        """Return the consumer settings chosen for the flows (see `kafka_fetch_wait_max_ms`)."""
+        wait = self.kafka_fetch_wait_max_ms
+        if wait is None:
+            wait = 5 if self.uses_local_kafka else 100
+        return {"fetch.wait.max.ms": str(wait)}
+
+    def kafka_producer_tuning(self) -> dict[str, str]:
+        """Return the producer settings chosen for the flows (see `kafka_linger_ms`)."""
+        return {"linger.ms": f"{self.kafka_linger_ms:g}"}
+
+    def sql_dsn(self) -> str:
+        """Return the SQL store's connection string, secret included: pass to psycopg, never log."""
+        if self.sql_url is None:
+            return f"postgresql://postgres@127.0.0.1:{self.local_pg_port}/streamguard"
+        return self.sql_url.get_secret_value()
+
+    def redacted(self) -> dict[str, object]:
+        """Return the settings as a dict safe to print (secrets masked)."""
+        return self.model_dump(mode="json")

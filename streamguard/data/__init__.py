@@ -1,0 +1,1 @@
+"""Event data: simulate, replay to Kafka, export decisions, hostile inputs, repair."""

@@ -1,0 +1,1 @@
+"""The embedded local stack (broker, PostgreSQL, object store) and running flows on it."""

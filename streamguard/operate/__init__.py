@@ -1,0 +1,1 @@
+"""Watch a running pipeline: top, alerts, metrics scrapes, the Grafana dashboard."""

@@ -1,0 +1,1 @@
+"""Tooling for the SQL layer in sql/: apply, lint, lookup checks, shell, Materialize smoke."""
