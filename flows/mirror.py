@@ -126,7 +126,7 @@ class _Reader(StatefulSourcePartition[StoreBatch, int]):
         self._consumer = Consumer(
             {
                 **settings.kafka_config(),
-                **settings.kafka_consumer_tuning(),
+                **settings.kafka_mirror_consumer_tuning(),
                 "group.id": "streamguard-mirror",
                 "enable.auto.commit": False,
             }

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     """librdkafka's `fetch.wait.max.ms` for the flows' consumers; unset picks by broker: 5 for the
     embedded broker (Tansu answers a fetch only when this wait expires, so it is latency), 100 for a real
     Kafka (it answers as soon as data arrives; lower values only add requests)."""
+    kafka_mirror_fetch_wait_max_ms: int = Field(100, ge=0)
+    """librdkafka's `fetch.wait.max.ms` for the mirror's consumers (one per topic partition). Its copy is on
+    no decision's path (exact mode waits for the store only when a new day starts), and on the embedded
+    broker every fetch costs broker CPU each wait: 12 consumers at 5 ms made Tansu the busiest process at
+    1,000 tx/s (`make bench-flow`)."""
     kafka_linger_ms: float = Field(1.0, ge=0)
     """librdkafka's `linger.ms` for the flows' producers: how long a message may wait to share a request."""
 
@@ -231,6 +236,10 @@ class Settings(BaseSettings):
         if wait is None:
             wait = 5 if self.uses_local_kafka else 100
         return {"fetch.wait.max.ms": str(wait)}
+
+    def kafka_mirror_consumer_tuning(self) -> dict[str, str]:
+        """Return the consumer settings for the mirror (see `kafka_mirror_fetch_wait_max_ms`)."""
+        return {"fetch.wait.max.ms": str(self.kafka_mirror_fetch_wait_max_ms)}
 
     def kafka_producer_tuning(self) -> dict[str, str]:
         """Return the producer settings chosen for the flows (see `kafka_linger_ms`)."""
