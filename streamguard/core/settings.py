@@ -63,16 +63,20 @@ class Settings(BaseSettings):
     kafka_batch_size: int = Field(1000, ge=1)
     """Most messages one Kafka read hands the flow."""
     kafka_fetch_wait_max_ms: int | None = Field(None, ge=0)
-    """librdkafka's `fetch.wait.max.ms` for the flows' consumers; unset picks by broker: 5 for the
-    embedded broker (Tansu answers a fetch only when this wait expires, so it is latency), 100 for a real
-    Kafka (it answers as soon as data arrives; lower values only add requests)."""
+    """librdkafka's `fetch.wait.max.ms` for the flows' consumers; unset picks by broker: 20 for the
+    embedded broker (Tansu answers a fetch only when this wait expires, so it is latency; but every fetch
+    costs it CPU: at 5 ms the broker starved the flow on 2 cores and the flow fell behind at 1,000 tx/s,
+    at 20 ms it kept up with p99 284 ms, `make bench-flow`), 100 for a real Kafka (it answers as soon as
+    data arrives; lower values only add requests)."""
     kafka_mirror_fetch_wait_max_ms: int = Field(100, ge=0)
     """librdkafka's `fetch.wait.max.ms` for the mirror's consumers (one per topic partition). Its copy is on
     no decision's path (exact mode waits for the store only when a new day starts), and on the embedded
     broker every fetch costs broker CPU each wait: 12 consumers at 5 ms made Tansu the busiest process at
     1,000 tx/s (`make bench-flow`)."""
-    kafka_linger_ms: float = Field(1.0, ge=0)
-    """librdkafka's `linger.ms` for the flows' producers: how long a message may wait to share a request."""
+    kafka_linger_ms: float = Field(5.0, ge=0)
+    """librdkafka's `linger.ms` for the flows' producers: how long a message may wait to share a request
+    (librdkafka's own default; 1 ms sent up to one request per message per output partition, which the
+    embedded broker pays for in CPU)."""
 
     # -- SQL store (Materialize in production, PostgreSQL 16 locally) ----------------------------------------
     sql_url: SecretStr | None = None
@@ -234,7 +238,7 @@ class Settings(BaseSettings):
         """Return the consumer settings chosen for the flows (see `kafka_fetch_wait_max_ms`)."""
         wait = self.kafka_fetch_wait_max_ms
         if wait is None:
-            wait = 5 if self.uses_local_kafka else 100
+            wait = 20 if self.uses_local_kafka else 100
         return {"fetch.wait.max.ms": str(wait)}
 
     def kafka_mirror_consumer_tuning(self) -> dict[str, str]:
