@@ -200,6 +200,8 @@ class Harness:
             "--state-dir", str(self.run_dir / "quix_state"),
             "--review", str(settings.review_threshold),
             "--decline", str(settings.decline_threshold),
+            # The same consumer fetch wait as ours: Tansu answers a fetch only when it expires.
+            "--fetch-wait-ms", settings.kafka_consumer_tuning()["fetch.wait.max.ms"],
         ]  # fmt: skip
         log = open(self.logs / "quix.log", "ab")  # noqa: SIM115 - handed to the child
         try:

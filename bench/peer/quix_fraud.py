@@ -17,7 +17,8 @@ Written the way Quix Streams' documentation recommends (an `Application`, a `Str
 
 Only what the benchmark needs: no dead letters, late topic, alerts, terminal features or model reloads.
 Configuration: Quix's defaults (at-least-once, commit every 5 s, RocksDB state with changelog topics,
-librdkafka's consumer defaults) plus `auto_offset_reset="earliest"`; `bench/README.md` lists them.
+librdkafka's consumer defaults) plus `auto_offset_reset="earliest"` and ours' fetch wait
+(`--fetch-wait-ms`); `bench/README.md` lists them.
 """
 
 from __future__ import annotations
@@ -118,6 +119,9 @@ def build_app(args: argparse.Namespace) -> Application:
         state_dir=args.state_dir,
         commit_interval=args.commit_interval,
         loglevel="WARNING",
+        consumer_extra_config=(
+            {} if args.fetch_wait_ms is None else {"fetch.wait.max.ms": str(args.fetch_wait_ms)}
+        ),
     )
     transactions = app.topic(args.input, key_deserializer="str", value_deserializer="json")
     decisions = app.topic(args.output, key_serializer="str", value_serializer="json")
@@ -142,6 +146,12 @@ def main() -> None:
     parser.add_argument("--commit-interval", type=float, default=5.0, help="seconds (Quix's default)")
     parser.add_argument("--review", type=float, required=True, help="review threshold")
     parser.add_argument("--decline", type=float, required=True, help="decline threshold")
+    parser.add_argument(
+        "--fetch-wait-ms",
+        type=int,
+        default=None,
+        help="librdkafka's fetch.wait.max.ms (default: librdkafka's 500)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     build_app(args).run()
