@@ -21,6 +21,7 @@ import xgboost as xgb
 from handbook_baseline import BASELINE_FEATURES, baseline_features
 
 from models.protocol import evaluate
+from models.train import DEFAULT_PARAMS
 from streamguard.core.features import FEATURE_NAMES
 from streamguard.data.simulate import SimulationConfig, simulate
 
@@ -28,16 +29,8 @@ STUDY_SEEDS = (11, 12, 13)
 """Seeds for feature and model choices; bench/bench_quality.py uses others (never tuned on)."""
 US_DAY = 86_400_000_000
 SPAN = 1 << 44  # > any ts range here, in microseconds: keys never overlap in `_composite`
-PARAMS = {
-    "objective": "binary:logistic",
-    "tree_method": "hist",
-    "max_depth": 6,
-    "eta": 0.1,
-    "subsample": 0.8,
-    "colsample_bytree": 0.8,
-    "nthread": 2,
-    "seed": 42,
-}
+PARAMS = {**DEFAULT_PARAMS, "nthread": 2, "seed": 42}
+"""`streamguard train`'s defaults (min_child_weight 1 is XGBoost's own), on both cores, seeded."""
 
 
 def _composite(codes: np.ndarray, ts_us: np.ndarray) -> np.ndarray:

@@ -46,6 +46,7 @@ def _summary(collapsed: Path, top: int, idle: bool = False) -> str:
     """Own and total samples per function from py-spy's collapsed stacks (with `idle`: per thread too)."""
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
+    threads: collections.Counter[str] = collections.Counter()
     samples = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -55,12 +56,8 @@ def _summary(collapsed: Path, top: int, idle: bool = False) -> str:
         own[frames[-1]] += n
         for f in set(frames):
             total[f] += n
-    threads: collections.Counter[str] = collections.Counter()
-    for line in collapsed.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        parts = stack.split(";")
-        if idle and len(parts) > 1 and parts[1].startswith("thread "):
-            threads[parts[1]] += int(count)
+        if idle and len(frames) > 1 and frames[1].startswith("thread "):
+            threads[frames[1]] += n
     lines = [f"{samples:,} samples ({'idle included' if idle else 'non-idle'})"]
     lines += [f"  {100 * n / samples:5.1f}%  {t}" for t, n in threads.most_common()]
     lines += ["own time:"]
