@@ -146,9 +146,16 @@ class _PartitionWriter(StatefulSinkPartition[list[Message], dict]):
         """Produce the messages not written yet (delivery is awaited at the next snapshot)."""
         produce = self._producer.produce
         for group in items:
-            for key, print_, ts_us, value, source_partition, source_offset in group:
-                if not self._first(key, print_, ts_us, source_partition, source_offset):
-                    continue
+            if not self._written and self._ids.check_new(
+                [int(m[0]) for m in group],
+                [m[1] for m in group],
+                [m[2] for m in group],
+                [self._partition] * len(group),
+            ):
+                todo = group  # every id new (the common case): remembered in one pass
+            else:
+                todo = [m for m in group if self._first(*m[:3], *m[4:])]
+            for key, _, _, value, _, _ in todo:
                 while True:
                     try:
                         produce(self._topic, key=key.encode(), value=value, partition=self._partition)

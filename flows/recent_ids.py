@@ -50,6 +50,29 @@ class RecentIds:
             self.sweep()
         return True, None
 
+    def check_new(self, ids: list[int], prints: list[int], ts_us: list[int], where: list[int]) -> bool:
+        """Remember a batch of ids at once and return True if all are new; else change nothing, return False.
+
+        The common case in one pass of C loops (set and dict operations) instead of a `check` per id; the
+        caller falls back to `check` per id when it returns False. Taken only when `check` per id would not
+        sweep inside the batch either, so what is remembered is the same whichever way a batch went.
+        """
+        n = len(ids)
+        if self.window_us <= 0 or not n:
+            return True
+        if (
+            self._since_sweep + n >= max(4096, len(self._seen) // 2)
+            or len(set(ids)) != n
+            or not self._seen.keys().isdisjoint(ids)
+        ):
+            return False
+        self._seen.update(zip(ids, zip(prints, ts_us, where, strict=True), strict=True))
+        newest = max(ts_us)
+        if self._newest is None or newest > self._newest:
+            self._newest = newest
+        self._since_sweep += n
+        return True
+
     def sweep(self) -> int:
         """Forget ids older than the window behind the newest; return how many were forgotten."""
         self._since_sweep = 0

@@ -140,6 +140,13 @@ def _iso(us: np.ndarray) -> list[str | None]:
     return text
 
 
+def _iso_repeated(us: np.ndarray) -> list[str | None]:
+    """Format like `_iso` a column with few distinct instants (one per read or per batch): each once."""
+    distinct, where = np.unique(us, return_inverse=True)
+    text = np.array(_iso(distinct), dtype=object)
+    return text[where].tolist()
+
+
 class DecisionEncoder:
     """Encode decisions (and alerts) as Kafka messages grouped by output partition."""
 
@@ -162,14 +169,16 @@ class DecisionEncoder:
         n_decisions, n_alerts = self._partitions()
         emitted = datetime.now(UTC)
         emitted_text, ready = _iso(np.array([int(emitted.timestamp() * 1e6), scored.ready_us], np.int64))
-        scored_at = _iso(scored.scored_us)
+        scored_at = _iso_repeated(scored.scored_us)
         scores = result.scores
         outcomes = [decide(s, settings) for s in scores]
         reasons = [DEGRADED_REASONS[c] for c in rows.degraded.tolist()]
         ids, ts_us, amounts = rows.ids.tolist(), rows.ts_us.tolist(), rows.amounts.tolist()
         prints, partitions, offsets = rows.prints.tolist(), rows.partitions.tolist(), rows.offsets.tolist()
-        produced, ingested, ordered = _iso(rows.produced_us), _iso(rows.ingested_us), _iso(rows.ordered_us)
-        ts_text = _iso(rows.ts_us)
+        # One read (ingested), one release (ordered) and one scoring call (scored) share an instant; Kafka
+        # timestamps are milliseconds, so a backlog repeats them too.
+        produced, ingested = _iso_repeated(rows.produced_us), _iso_repeated(rows.ingested_us)
+        ordered, ts_text = _iso_repeated(rows.ordered_us), _iso(rows.ts_us)
         customers, terminals = rows.customers, rows.terminals
         versions, variants, shadows = result.versions, result.variants, result.shadow_scores
         explanations, shadow_version = result.explanations, result.shadow_version

@@ -211,11 +211,9 @@ class PartitionReader(StatefulSourcePartition[ReadBatch, dict]):
     def _read(self, msgs: list, now_us: int) -> ReadBatch:
         out = ReadBatch(self._progress())
         where = self._where
-        check_id = self._ids.check
         lateness, max_future = self._lateness_us, self._max_future_us
         part_bits = self._partition << 48
-        keep: list = []  # (message, transaction, event time, order, sent, fingerprint) per accepted one
-        newest = self._newest
+        checked: list = []  # (message, transaction, event time, sent, fingerprint) past the first two checks
         for msg in msgs:
             err = msg.error()
             value = msg.value()
@@ -237,9 +235,13 @@ class PartitionReader(StatefulSourcePartition[ReadBatch, dict]):
                 out.dead.append(where(f"invalid transaction: {problem}", "decode", msg))
                 continue
             print_ = fingerprint(ts_us, txn.customer_id, txn.terminal_id, txn.amount)
-            is_new, first = check_id(txn.transaction_id, print_, ts_us, part_bits | msg.offset())
-            if not is_new:
-                if first is None:
+            checked.append((msg, txn, ts_us, sent_us, print_))
+        firsts = self._dedupe(checked, part_bits)
+        keep: list = []  # (message, transaction, event time, order, sent, fingerprint) per accepted one
+        newest = self._newest
+        for (msg, txn, ts_us, sent_us, print_), first in zip(checked, firsts, strict=True):
+            if first is not None:
+                if first < 0:
                     out.duplicates += 1
                     continue
                 out.dead.append(where(self._duplicate_reason(txn.transaction_id, first), "dedupe", msg))
@@ -258,6 +260,20 @@ class PartitionReader(StatefulSourcePartition[ReadBatch, dict]):
             out.rows = self._rows(keep, now_us, out)
         metrics.count_refused(out.dead, out.late, out.duplicates)
         return out
+
+    def _dedupe(self, checked: list, part_bits: int) -> list[int | None]:
+        """Per message: None if its id is new, -1 for an identical re-send, else where the first was read."""
+        ids = [c[1].transaction_id for c in checked]
+        wheres = [part_bits | c[0].offset() for c in checked]
+        prints = [c[4] for c in checked]
+        times = [c[2] for c in checked]
+        if self._ids.check_new(ids, prints, times, wheres):
+            return [None] * len(checked)
+        firsts: list[int | None] = []
+        for args in zip(ids, prints, times, wheres, strict=True):
+            is_new, first = self._ids.check(*args)
+            firsts.append(None if is_new else -1 if first is None else first)
+        return firsts
 
     def _rows(self, keep: list, now_us: int, out: ReadBatch) -> TxnRows | None:
         n = len(keep)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from flows.recent_ids import RecentIds, fingerprint
 
 HOUR = 3_600_000_000
@@ -29,3 +31,32 @@ def test_the_fingerprint_is_stable_across_processes():
     assert (
         fingerprint(1_780_000_000_000_000, "C001", "T0042", 17.52) == 4090177623
     )  # crc32: no per-process salt, unlike hash()
+
+
+def _per_id(ids: RecentIds, batch) -> list:
+    return [ids.check(*args) for args in batch]
+
+
+def _batched(ids: RecentIds, batch) -> list:
+    cols = [list(c) for c in zip(*batch, strict=True)] if batch else [[], [], [], []]
+    if ids.check_new(*cols):
+        return [(True, None)] * len(batch)
+    return _per_id(ids, batch)
+
+
+def test_a_batch_at_once_remembers_and_answers_exactly_as_one_id_at_a_time():
+    rng = np.random.default_rng(5)
+    one, many = RecentIds(window_us=HOUR), RecentIds(window_us=HOUR)
+    fast = 0
+    for step in range(400):
+        n = int(rng.integers(0, 300))
+        # Mostly fresh ids; some batches re-send or reuse ids seen before or inside the batch itself.
+        ids = (rng.integers(0, 10**6, n) if step % 3 else rng.integers(0, 2000, n)).tolist()
+        ts = (step * HOUR // 40 + rng.integers(0, HOUR // 10, n)).tolist()
+        prints = (np.array(ids) % 7 if step % 5 else rng.integers(0, 7, n)).tolist()
+        batch = list(zip(ids, prints, ts, range(n), strict=True))
+        before = len(many)
+        assert _batched(many, batch) == _per_id(one, batch)
+        fast += len(many) - before == n and n > 0
+        assert many._seen == one._seen and many._newest == one._newest  # noqa: SLF001
+    assert fast > 100  # the one-pass path was taken, not only the fallback

@@ -54,6 +54,23 @@ def test_every_row_becomes_one_decision_that_decodes_as_the_contract():
     assert sorted(m[0] for _, group in alerts for m in group) == ["12", "13"]
 
 
+def test_each_decision_is_its_own_message_whatever_its_strings_hold():
+    # One encoder call per batch is cut into messages at `},{"transaction_id":`; ids and explanation keys
+    # that spell that boundary (or parts of it) must not move a cut.
+    rows = _scored()
+    rows.rows.customers = ['C},{"transaction_id":1', '"}', "C3"]
+    rows.rows.terminals = ['},{"transaction_id":', "{", '\\"},{']
+    rows.result.explanations[1] = {'x},{"transaction_id":2': 0.5}
+    encoder = DecisionEncoder(SETTINGS)
+    encoder._parts = (1, 1)  # noqa: SLF001 - no broker in a unit test
+    decisions, _ = encoder(rows)
+    got = [msgspec.json.decode(m[3], type=Decision) for _, group in decisions for m in group]
+    assert [(d.transaction_id, d.customer_id, d.terminal_id) for d in got] == list(
+        zip([11, 12, 13], rows.rows.customers, rows.rows.terminals, strict=True)
+    )
+    assert got[1].explanation == {'x},{"transaction_id":2': 0.5}
+
+
 def test_no_model_approves_and_thresholds_are_inclusive():
     assert decide(None, SETTINGS) == "approve"
     assert decide(0.5, SETTINGS) == "review" and decide(0.9, SETTINGS) == "decline"
