@@ -232,6 +232,10 @@ class Settings(BaseSettings):
             conf["sasl.username"] = self.kafka_sasl_username
         if self.kafka_sasl_password:
             conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.uses_local_kafka:
+            # Tansu can leave a request unanswered under load; librdkafka resends it only after this (60 s by
+            # default: "Timed out ProduceRequest in flight (after 60030ms)", a 60 s stall in bench-peer).
+            conf["socket.timeout.ms"] = "10000"
         return conf
 
     def kafka_consumer_tuning(self) -> dict[str, str]:
@@ -239,11 +243,25 @@ class Settings(BaseSettings):
         wait = self.kafka_fetch_wait_max_ms
         if wait is None:
             wait = 20 if self.uses_local_kafka else 100
-        return {"fetch.wait.max.ms": str(wait)}
+        return self._fetch_pacing(wait)
 
     def kafka_mirror_consumer_tuning(self) -> dict[str, str]:
         """Return the consumer settings for the mirror (see `kafka_mirror_fetch_wait_max_ms`)."""
-        return {"fetch.wait.max.ms": str(self.kafka_mirror_fetch_wait_max_ms)}
+        return self._fetch_pacing(self.kafka_mirror_fetch_wait_max_ms)
+
+    def _fetch_pacing(self, wait_ms: int) -> dict[str, str]:
+        """Fetch wait, and on the embedded broker at most one fetch per wait while messages flow.
+
+        Tansu ignores `fetch.min.bytes`: with data arriving every few ms a consumer fetches again as soon
+        as an answer comes, a few messages each, and each fetch costs the broker ~0.5 ms of CPU. A consumer
+        holding unread messages (`queued.min.messages` 1) waits `fetch.queue.backoff.ms` before the next
+        fetch instead. Measured (1,000 msg/s over 4 partitions, 12 consumers, 2-core VM): Tansu 124% ->
+        78% of a core, consumer latency p99 485 -> 34 ms. A real Kafka honours `fetch.min.bytes`: left as is.
+        """
+        tuning = {"fetch.wait.max.ms": str(wait_ms)}
+        if self.uses_local_kafka:
+            tuning |= {"queued.min.messages": "1", "fetch.queue.backoff.ms": str(wait_ms)}
+        return tuning
 
     def kafka_producer_tuning(self) -> dict[str, str]:
         """Return the producer settings chosen for the flows (see `kafka_linger_ms`)."""
