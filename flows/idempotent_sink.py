@@ -154,7 +154,11 @@ class _PartitionWriter(StatefulSinkPartition[list[Message], dict]):
             ):
                 todo = group  # every id new (the common case): remembered in one pass
             else:
-                todo = [m for m in group if self._first(*m[:3], *m[4:])]
+                todo = [
+                    (key, print_, ts_us, value, source_partition, source_offset)
+                    for key, print_, ts_us, value, source_partition, source_offset in group
+                    if self._first(key, print_, ts_us, source_partition, source_offset)
+                ]
             for key, _, _, value, _, _ in todo:
                 while True:
                     try:

@@ -172,6 +172,12 @@ SCORE_BATCH_ROWS = BatchHistogram(
     (),
     (1, 4, 16, 64, 256, 1024, 4096, 16384),
 )
+CONSUMER_REOPENED = Counter(
+    "streamguard_consumer_reopened_total",
+    "Times a partition reader read on through a new consumer because records waited at the broker but none "
+    "came (a fetch the broker never answered)",
+    ["topic", "partition"],
+)
 CONSUMER_LAG = Gauge(
     "streamguard_consumer_lag_messages",
     "Messages at the broker not read yet, per topic and partition (from the last fetch's end offset)",

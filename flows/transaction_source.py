@@ -21,6 +21,7 @@ idle; one whose records wait at the broker but do not come reports idle only aft
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -156,18 +157,20 @@ class PartitionReader(StatefulSourcePartition[ReadBatch, dict]):
             self._cards = CardFeatures.restore(resume["cards"], lateness)
             self._ids = RecentIds.restore(resume["ids"], window_us)
         self._last_offset = self._next_offset - 1 if self._next_offset >= 0 else -1
+        self._config: dict | None = None
+        """The consumer's settings when this reader made it (so it can make it again), else None."""
         if consumer is None:
-            consumer = Consumer(
-                {
-                    **settings.kafka_config(),
-                    **settings.kafka_consumer_tuning(),
-                    "group.id": "streamguard-fraud",
-                    "enable.auto.commit": False,
-                    "enable.partition.eof": False,
-                }
-            )
+            self._config = {
+                **settings.kafka_config(),
+                **settings.kafka_consumer_tuning(),
+                "group.id": "streamguard-fraud",
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+            }
+            consumer = Consumer(self._config)
         self._consumer = consumer
         self._consumer.assign([TopicPartition(topic, partition, self._next_offset)])
+        self._reopened_at = time.monotonic()
         self._idle = IdleWatch(
             timedelta(seconds=settings.partition_idle_s),
             timedelta(seconds=settings.partition_stall_s),
@@ -185,7 +188,36 @@ class PartitionReader(StatefulSourcePartition[ReadBatch, dict]):
         except KafkaException as exc:
             log.warning("%s[%d]: cannot read the end offset (%s)", self._topic, self._partition, exc)
             return None
-        return high > self._last_offset + 1
+        unread = high > self._last_offset + 1
+        if unread:
+            self._reopen()
+        return unread
+
+    def _reopen(self) -> None:
+        """Read on through a new consumer (a new connection) when records wait but none come.
+
+        The embedded broker can hold a fetch unanswered for minutes (seen after the flow was paused: a
+        FetchResponse with an rtt of 121 s, the partition's records waiting meanwhile), and librdkafka sends
+        no other fetch on that connection until it is answered. A new consumer at the next offset loses
+        nothing and repeats nothing; the old one is closed aside, as its close may wait on that fetch.
+        At most once per `partition_idle_s`; not for a consumer this reader was handed (tests).
+        """
+        if self._config is None or time.monotonic() - self._reopened_at < self._idle.idle_s:
+            return
+        log.warning(
+            "%s[%d]: records wait at the broker after offset %d but none came for %.0f s; reading on through a "
+            "new consumer (connection)",
+            self._topic,
+            self._partition,
+            self._last_offset,
+            self._idle.idle_s,
+        )
+        metrics.CONSUMER_REOPENED.labels(**self._labels).inc()
+        old = self._consumer
+        self._consumer = Consumer(self._config)
+        self._consumer.assign([TopicPartition(self._topic, self._partition, self._next_offset)])
+        self._reopened_at = time.monotonic()
+        threading.Thread(target=old.close, name="streamguard-consumer-close", daemon=True).start()
 
     def _progress(self) -> Progress:
         return Progress(self._partition, self._newest, self._last_offset, self._idle.idle)

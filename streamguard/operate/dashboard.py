@@ -87,10 +87,15 @@ def build() -> dict:
             series(
                 "consumer lag per partition",
                 "Messages at the broker not read yet (streamguard_consumer_lag_messages); "
-                "the alert fires when the total is above 1000 and growing for 10 min",
+                "the alert fires when the total is above 1000 and growing for 10 min. Reopened: a reader "
+                "read on through a new consumer, records having waited with none coming (a fetch never answered)",
                 query(
                     "sum by (topic, partition) (streamguard_consumer_lag_messages)",
                     "{{topic}}[{{partition}}]",
+                ),
+                query(
+                    "sum by (topic, partition) (increase(streamguard_consumer_reopened_total[5m]))",
+                    "reopened {{topic}}[{{partition}}] (5 min)",
                 ),
                 width=8,
             ),

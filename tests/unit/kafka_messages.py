@@ -35,6 +35,7 @@ class Consumer:
         self.reads = list(reads or [])
         self.high = high
         self.assigned = None
+        self.closed = False
 
     def assign(self, partitions) -> None:
         self.assigned = partitions
@@ -46,7 +47,7 @@ class Consumer:
         return 0, self.high
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 def txn(tid: int, ts: str, customer: str = "C1", terminal: str = "T1", amount: float = 10.0) -> bytes:

@@ -3,6 +3,7 @@ features are exact; one future-dated message moves no clock; idleness needs an e
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -167,3 +168,31 @@ def test_an_idle_reader_says_so_with_its_progress():
     assert reader.next_batch() == []  # the first empty poll starts the quiet time
     (batch,) = reader.next_batch()
     assert batch.rows is None and batch.progress.idle and batch.progress.last_offset == 0
+
+
+def test_records_waiting_with_none_coming_are_read_through_a_new_consumer(monkeypatch):
+    # The broker holds offsets 0..2; the first consumer delivers offset 0, then nothing (a fetch the
+    # broker never answers). The reader must read on through a new consumer from offset 1: nothing lost,
+    # nothing read twice; the stuck one is closed.
+    made: list[Consumer] = []
+    later = [[Message(txn(2, _at(1)), 1, ts_ms=SENT_MS), Message(txn(3, _at(2)), 2, ts_ms=SENT_MS)]]
+
+    def consumer(config):
+        made.append(Consumer([[Message(txn(1, _at(0)), 0, ts_ms=SENT_MS)]] if not made else later, high=3))
+        made[-1].config = config
+        return made[-1]
+
+    monkeypatch.setattr("flows.transaction_source.Consumer", consumer)
+    reader = PartitionReader(SETTINGS, "transactions", 2, None)
+    reader._idle.idle_s = 0.0  # noqa: SLF001 - no waiting in a unit test
+    reader._reopened_at = 0.0  # noqa: SLF001
+    assert _read(reader).rows.ids.tolist() == [1]
+    assert reader.next_batch() == []  # the first empty poll starts the quiet time
+    assert reader.next_batch() == [] and len(made) == 2  # records wait, none came: a new consumer
+    (tp,) = made[1].assigned
+    assert (tp.partition, tp.offset) == (2, 1) and made[1].config == made[0].config
+    assert _read(reader).rows.ids.tolist() == [2, 3]
+    for thread in threading.enumerate():
+        if thread.name == "streamguard-consumer-close":
+            thread.join(5)
+    assert made[0].closed and not made[1].closed
