@@ -99,6 +99,9 @@ class IdleWatch:
         if self.idle:
             if now - self._announced >= self.idle_s:
                 self._announced = now
+                # Asked only to notice records that wait with none coming (the reader then reads on through
+                # a new consumer); the status stays idle until a record comes.
+                self._unread()
                 return True
             return False
         if self._empty_since is None:
@@ -187,6 +190,7 @@ class PartitionReader(StatefulSourcePartition[ReadBatch, dict]):
             )
         except KafkaException as exc:
             log.warning("%s[%d]: cannot read the end offset (%s)", self._topic, self._partition, exc)
+            self._reopen()  # the request may queue behind the unanswered fetch on the same connection
             return None
         unread = high > self._last_offset + 1
         if unread:
@@ -205,12 +209,12 @@ class PartitionReader(StatefulSourcePartition[ReadBatch, dict]):
         if self._config is None or time.monotonic() - self._reopened_at < self._idle.idle_s:
             return
         log.warning(
-            "%s[%d]: records wait at the broker after offset %d but none came for %.0f s; reading on through a "
-            "new consumer (connection)",
+            "%s[%d]: nothing came for %.0f s after offset %d while the broker holds more (or could not say); "
+            "reading on through a new consumer (connection)",
             self._topic,
             self._partition,
-            self._last_offset,
             self._idle.idle_s,
+            self._last_offset,
         )
         metrics.CONSUMER_REOPENED.labels(**self._labels).inc()
         old = self._consumer
