@@ -15,7 +15,8 @@ for the cross-partition event-time order (`flows.partition_merge`). Per message,
 
 Idleness is decided here, where it is known: a partition whose polls found nothing for `idle`, and whose
 records at the broker are all read (its end offset, as Kafka Streams does since KIP-695), reports itself
-idle; one whose records wait at the broker but do not come reports idle only after `stall`, warned.
+idle; one whose records wait at the broker but do not come reports idle only after `stall`, warned, and
+meanwhile is read on through a new consumer (a fetch the broker never answered blocks its connection).
 """
 
 from __future__ import annotations
