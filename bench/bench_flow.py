@@ -8,8 +8,9 @@ fits on the features the flow served for the backlog (as `make run` bootstraps o
 1. broker floor: produce -> consume through the same broker, no flow, for several consumer fetch waits
    (how the flows' setting was chosen) and with the flows' client settings;
 2. live sweep (exact mode, then live mode at 1k and 2k): transactions stamped with the current time at
-   250 .. 10,000 tx/s; event -> decision latency as a consumer of `decisions` sees it, the flow's own part
-   (read -> emitted) and per stage; the highest rate the flow keeps up with is the saturation point;
+   250 .. 10,000 tx/s; event -> decision latency as a consumer of `decisions` sees it (its consume call
+   returns every 1 ms, as the floor's), the flow's own part (read -> emitted) and per stage; the highest
+   rate the flow keeps up with is the saturation point;
 3. backlog throughput of the fraud flow alone (the store already holds everything) with 1 process, 2
    processes and 1 process of 2 workers (items per worker of each stateful step), and end to end with
    the mirror ingesting at the same time; these runs have recovery off, alike for every variant.

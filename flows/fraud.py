@@ -32,6 +32,7 @@ from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow
 
 from flows import metrics
+from flows.gc_policy import apply_gc_policy
 from flows.idempotent_sink import IdempotentKafkaSink
 from flows.kafka_io import dead_letter_message, kafka_add_config
 from flows.label_features import LabelFeatures
@@ -147,3 +148,4 @@ _settings = Settings()
 metrics.serve_metrics(_settings.fraud_metrics_port, str(_settings.state_dir))
 metrics.DECISION_BUDGET.set(_settings.decision_budget_ms / 1000)
 flow = get_flow(_settings)
+apply_gc_policy(_settings)

@@ -39,6 +39,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from psycopg import sql
 
 from flows import metrics
+from flows.gc_policy import apply_gc_policy
 from flows.kafka_io import dead_letter_message, kafka_add_config
 from streamguard.core.events import (
     DeadLetter,
@@ -370,3 +371,4 @@ def get_flow(settings: Settings) -> Dataflow:
 _settings = Settings()
 metrics.serve_metrics(_settings.mirror_metrics_port, str(_settings.state_dir))
 flow = get_flow(_settings)
+apply_gc_policy(_settings)

@@ -154,6 +154,12 @@ class Settings(BaseSettings):
     mirror_metrics_port: int = Field(3031, ge=0, le=65535)
     """Port of the mirror flow's Prometheus endpoint; 0 turns it off."""
 
+    # -- flow processes -----------------------------------------------------------------------------------------
+    gc_young_threshold: int = Field(50_000, ge=0)
+    """Net allocations of tracked objects between a flow's young garbage collections (Python's default is
+    700; 0 keeps it). Fewer, longer young collections and almost no full ones, which paused the fraud flow
+    110-140 ms each; measured in `flows.gc_policy`."""
+
     # -- Bytewax recovery (used by `streamguard flow run`) ------------------------------------------------------
     recovery_partitions: int = Field(4, ge=1)
     """Recovery partitions created once; the most workers the flow will ever run with."""

@@ -1,0 +1,44 @@
+"""The flows' garbage-collector policy: the young threshold comes from settings; collections are timed."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+from prometheus_client import REGISTRY
+
+from flows.gc_policy import apply_gc_policy
+from streamguard.core.settings import Settings
+
+
+@pytest.fixture
+def restore_gc():
+    """Give the process its collector state back: the policy changes it process-wide."""
+    threshold, callbacks = gc.get_threshold(), list(gc.callbacks)
+    yield
+    gc.set_threshold(*threshold)
+    gc.callbacks[:] = callbacks
+
+
+def _pauses(generation: str) -> float:
+    return REGISTRY.get_sample_value("streamguard_gc_pause_seconds_count", {"generation": generation}) or 0.0
+
+
+def test_the_young_threshold_comes_from_settings_and_zero_keeps_pythons(restore_gc):
+    gc.set_threshold(700, 10, 10)
+    assert apply_gc_policy(Settings(_env_file=None, gc_young_threshold=50_000)) == (50_000, 10, 10)
+    assert gc.get_threshold() == (50_000, 10, 10)
+    gc.set_threshold(700, 10, 10)
+    assert apply_gc_policy(Settings(_env_file=None, gc_young_threshold=0)) == (700, 10, 10)
+
+
+def test_every_collection_is_timed_once_by_generation(restore_gc):
+    apply_gc_policy(Settings(_env_file=None))
+    apply_gc_policy(Settings(_env_file=None))  # a second call must not time each collection twice
+    before_full, before_young = _pauses("2"), _pauses("0")
+    gc.collect()
+    gc.collect(0)
+    assert _pauses("2") == before_full + 1
+    assert _pauses("0") == before_young + 1
+    total = REGISTRY.get_sample_value("streamguard_gc_pause_seconds_sum", {"generation": "2"})
+    assert total is not None and total > 0
