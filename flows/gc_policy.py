@@ -1,17 +1,21 @@
 """Set how often Python's garbage collector runs in a flow process, and time every collection.
 
-A flow batch holds thousands of tracked containers alive at once (row lists, message tuples), and CPython
-starts a young collection every 700 net allocations of tracked objects, a middle one every 10 young ones
-and a full one every 10 middle ones (when enough survived). A full collection walks every tracked object
-of the process, the ~440,000 that importing XGBoost, SciPy and the flow makes included. With Python's
-defaults the fraud flow (2-core VM, 299,528-transaction backlog, store preloaded) ran ~3,100 young, ~290
-middle and 12-14 full collections, the full ones 110-140 ms each (max 460 ms): ~2 s of pauses a run. With
-the young threshold at 50,000: 10-20 young collections of 10-20 ms (max 72 ms), no middle or full one
-(0.2-0.3 s), and the backlog ran 10-25% faster in each of three sets of alternating runs (same stack,
-same data). Live at 1,000 tx/s that is one young collection every ~10 s.
+A fraud-flow batch holds thousands of tracked containers alive at once (row lists, message tuples), and
+CPython starts a young collection every 700 net allocations of tracked objects, a middle one every 10
+young ones and a full one every 10 middle ones (when enough survived). A full collection walks every
+tracked object of the process, the ~440,000 that importing XGBoost, SciPy and the flow makes included.
+With Python's defaults the fraud flow (2-core VM, 299,528-transaction backlog, store preloaded) ran
+~3,100 young, ~290 middle and 12-14 full collections, the full ones 110-140 ms each (max 460 ms): ~2 s of
+pauses a run. With the young threshold at 50,000: 10-20 young collections of 10-20 ms (max 72 ms), no
+middle or full one (0.2-0.3 s), and the backlog ran faster in each of four alternating pairs (27.3 vs
+23.9, 25.1 vs 20.8, 23.6 vs 22.2, 22.6 vs 16.9 k tx/s; same stack and data, the threshold's run after
+the default's each time). Live at 1,000 tx/s that is one young collection every ~10 s.
 
-Also tried: `gc.freeze()` after start-up (so full collections skip what imports made); full collections
-got cheaper (p50 10-20 ms) but more frequent, and the backlog was not faster. Not used.
+Not kept: `gc.freeze()` after start-up (full collections got cheaper, p50 10-20 ms, but more frequent;
+the backlog was not faster: 19.1 vs 22.2 and 19.5 vs 16.9 k tx/s). The mirror keeps Python's thresholds:
+with both flows at 50,000 the backlog with the mirror ran 10.9 vs 12.5 and 7.4 vs 10.8 k tx/s, with the
+fraud flow's alone 11.6 vs 11.6 and 7.3 vs 9.1 (the later of each pair; runs slow down as the broker
+fills, so these pairs are not conclusive either way).
 
 The pauses are served as `streamguard_gc_pause_seconds{generation}`, so a latency spike that is a
 collection shows as one.
@@ -23,8 +27,6 @@ import gc
 import time
 
 from prometheus_client import Histogram
-
-from streamguard.core.settings import Settings
 
 GC_PAUSE = Histogram(
     "streamguard_gc_pause_seconds",
@@ -43,11 +45,11 @@ def _time_collection(phase: str, info: dict) -> None:
         GC_PAUSE.labels(str(info["generation"])).observe(time.perf_counter() - _started.pop())
 
 
-def apply_gc_policy(settings: Settings) -> tuple[int, int, int]:
-    """Set the young threshold from settings (0 keeps Python's), time collections; return the thresholds."""
-    if settings.gc_young_threshold:
+def apply_gc_policy(young_threshold: int) -> tuple[int, int, int]:
+    """Set the young threshold (0 keeps Python's), time every collection; return the thresholds."""
+    if young_threshold:
         _, middle, old = gc.get_threshold()
-        gc.set_threshold(settings.gc_young_threshold, middle, old)
+        gc.set_threshold(young_threshold, middle, old)
     if _time_collection not in gc.callbacks:
         gc.callbacks.append(_time_collection)
     return gc.get_threshold()

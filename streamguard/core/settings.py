@@ -156,9 +156,9 @@ class Settings(BaseSettings):
 
     # -- flow processes -----------------------------------------------------------------------------------------
     gc_young_threshold: int = Field(50_000, ge=0)
-    """Net allocations of tracked objects between a flow's young garbage collections (Python's default is
-    700; 0 keeps it). Fewer, longer young collections and almost no full ones, which paused the fraud flow
-    110-140 ms each; measured in `flows.gc_policy`."""
+    """Net allocations of tracked objects between the fraud flow's young garbage collections (Python's
+    default is 700; 0 keeps it): fewer, longer young collections and almost no full ones, which paused it
+    110-140 ms each. The mirror keeps Python's. Measured in `flows.gc_policy`."""
 
     # -- Bytewax recovery (used by `streamguard flow run`) ------------------------------------------------------
     recovery_partitions: int = Field(4, ge=1)

@@ -166,6 +166,23 @@ def build() -> dict:
         )
     )
 
+    d = d.with_panel(
+        series(
+            "garbage-collector pauses",
+            "Python's collector holding a flow process (streamguard_gc_pause_seconds, flows.gc_policy): p99 "
+            "pause per generation (0 young .. 2 full) and seconds paused per second",
+            query(
+                f"histogram_quantile(0.99, sum by (le, generation) (rate(streamguard_gc_pause_seconds_bucket{RATE})))",
+                "p99 gen {{generation}}",
+            ),
+            query(
+                f"sum by (generation) (rate(streamguard_gc_pause_seconds_sum{RATE}))",
+                "paused s/s gen {{generation}}",
+            ),
+            unit="s",
+        )
+    )
+
     d = d.with_row(db.Row("decisions"))
     d = d.with_panel(
         series(

@@ -9,6 +9,7 @@ import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import generate_latest
 
+import flows.gc_policy  # noqa: F401 - registers its pause histogram
 import flows.metrics  # noqa: F401 - registers the catalogue in the process registry
 from streamguard.operate.dashboard import (
     CONFIGMAP_PATH,
