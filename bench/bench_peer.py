@@ -98,6 +98,17 @@ def _shifted(frame: pd.DataFrame, by: pd.Timedelta, id_offset: int) -> pd.DataFr
     return frame.assign(ts=frame["ts"] + by, transaction_id=frame["transaction_id"] + id_offset)
 
 
+def disjoint_id_offset(*frames: pd.DataFrame) -> int:
+    """Return an id offset that moves every id of `frames` past all of them (the next power of ten).
+
+    The simulator's ids are `day × 10⁹ + rank`, so a shift by 10⁹ (as before session 14) gave a slice's
+    copy the ids of the next day's originals: ours, which had decided those originals while catching up,
+    dead-lettered the copies as re-used ids, and the tail reported the originals' decisions, produced
+    while ours was paused, as ~50 s of live latency.
+    """
+    return 10 ** len(str(max(int(f["transaction_id"].max()) for f in frames)))
+
+
 def _slice(txns, labels, lo: int, hi: int):
     """Return transactions lo..hi-1 (event-time order) with the labels known in their time span."""
     part = txns.iloc[lo:hi]
@@ -187,6 +198,7 @@ def backlog_phase(harness: Harness, args, main, quix_out: str, model_dir: Path, 
 def live_phase(harness: Harness, args, main, sides, slices, rates) -> dict[tuple[str, float], dict]:
     """Replay the slices at `rates`: the peer alone, then ours alone on a shifted copy; return summaries."""
     span = slices[-1][0]["ts"].iloc[-1] - slices[0][0]["ts"].iloc[0] + pd.Timedelta(seconds=1)
+    offset = disjoint_id_offset(*(t for t, _ in slices))
     wait_s = max(120.0, 4 * args.live_seconds)
     live: dict[tuple[str, float], dict] = {}
     for name in ("quix", "ours"):
@@ -197,7 +209,7 @@ def live_phase(harness: Harness, args, main, sides, slices, rates) -> dict[tuple
         wait_quiet(procs)
         for rate, (txns, labels) in zip(rates, slices, strict=True):
             if name == "ours":
-                txns, labels = _shifted(txns, span, 10**9), _shifted(labels, span, 10**9)
+                txns, labels = _shifted(txns, span, offset), _shifted(labels, span, offset)
             decided, missing = run_live(main, tail, procs, txns, labels, rate, wait_s)
             live[name, rate] = _summary(decided, missing)
             live[name, rate]["days"] = txns["ts"].dt.floor("D").nunique() - 1

@@ -12,13 +12,15 @@ import math
 import random
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 import pytest
 
-from bench.bench_peer import COMPARED, compare_features
+from bench.bench_peer import COMPARED, _shifted, compare_features, disjoint_id_offset
 from bench.peer.card_windows import DAY_US, LATENESS_US, PEER_WINDOWS, epoch_us, fold, transaction_features
 from bench.peer.harness import Decision, _Stages
 from flows.rolling import RollingState
 from streamguard.core.features import FEATURE_NAMES
+from streamguard.data.simulate import SimulationConfig, simulate
 
 T0 = epoch_us(datetime(2026, 3, 1, tzinfo=UTC))
 
@@ -93,3 +95,14 @@ def test_compare_features_reports_a_difference():
     off = {1: _decision(1, dict(feats)), 2: _decision(2, {**feats, "cust_mean_7d": 2.5})}
     compared, diffs = compare_features(ours, off)
     assert compared == 2 and diffs == ["transaction 2 cust_mean_7d: ours 2.0 peer 2.5"]
+
+
+def test_the_shifted_copy_of_a_live_slice_reuses_no_id_of_any_slice():
+    txns, _ = simulate(SimulationConfig(days=3, customers=50, terminals=100, seed=5))
+    slices = [txns.iloc[: len(txns) // 2], txns.iloc[len(txns) // 2 :]]
+    offset = disjoint_id_offset(*slices)
+    every = set(txns["transaction_id"].tolist())
+    for part in slices:
+        copy = _shifted(part, pd.Timedelta(days=3), offset)
+        assert not every & set(copy["transaction_id"].tolist())
+    assert every & set((txns["transaction_id"] + 10**9).tolist()), "the old offset collided: keep this case"
