@@ -23,26 +23,57 @@ collection shows as one.
 
 from __future__ import annotations
 
+import bisect
 import gc
+import itertools
 import time
 
-from prometheus_client import Histogram
+from prometheus_client import REGISTRY
+from prometheus_client.core import HistogramMetricFamily
 
-GC_PAUSE = Histogram(
-    "streamguard_gc_pause_seconds",
-    "Time the garbage collector held the process, per collection, by generation (0 young .. 2 full)",
-    ["generation"],
-    buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
-)
-
-_started: list[float] = []
+_BOUNDS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
-def _time_collection(phase: str, info: dict) -> None:
-    if phase == "start":
-        _started.append(time.perf_counter())
-    elif _started:
-        GC_PAUSE.labels(str(info["generation"])).observe(time.perf_counter() - _started.pop())
+class _Pauses:
+    """Collection pauses per generation, kept without any lock, exposed as a Prometheus histogram.
+
+    A collection can start inside any code that allocates, a thread holding a metric's lock included
+    (prometheus_client copies its children under a plain `Lock` while scraped); a callback that took a
+    lock could wait for itself. So the callback only adds to lists, and a scrape reads them.
+    """
+
+    def __init__(self) -> None:
+        self.counts = [[0] * (len(_BOUNDS) + 1) for _ in range(3)]
+        self.sums = [0.0, 0.0, 0.0]
+        self._started: list[float] = []
+        REGISTRY.register(self)
+
+    def callback(self, phase: str, info: dict) -> None:
+        """Time one collection (`gc.callbacks` calls this at its start and its stop)."""
+        if phase == "start":
+            self._started.append(time.perf_counter())
+        elif self._started:
+            seconds, generation = time.perf_counter() - self._started.pop(), info["generation"]
+            self.counts[generation][bisect.bisect_left(_BOUNDS, seconds)] += 1
+            self.sums[generation] += seconds
+
+    def collect(self):
+        family = HistogramMetricFamily(
+            "streamguard_gc_pause_seconds",
+            "Time the garbage collector held the process, per collection, by generation (0 young .. 2 full)",
+            labels=["generation"],
+        )
+        for generation, counts in enumerate(self.counts):
+            cumulative = list(itertools.accumulate(list(counts)))
+            if cumulative[-1]:
+                buckets = [(repr(b), c) for b, c in zip(_BOUNDS, cumulative, strict=False)]
+                family.add_metric(
+                    [str(generation)], [*buckets, ("+Inf", cumulative[-1])], self.sums[generation]
+                )
+        yield family
+
+
+GC_PAUSES = _Pauses()
 
 
 def apply_gc_policy(young_threshold: int) -> tuple[int, int, int]:
@@ -50,6 +81,6 @@ def apply_gc_policy(young_threshold: int) -> tuple[int, int, int]:
     if young_threshold:
         _, middle, old = gc.get_threshold()
         gc.set_threshold(young_threshold, middle, old)
-    if _time_collection not in gc.callbacks:
-        gc.callbacks.append(_time_collection)
+    if GC_PAUSES.callback not in gc.callbacks:
+        gc.callbacks.append(GC_PAUSES.callback)
     return gc.get_threshold()

@@ -371,4 +371,4 @@ def get_flow(settings: Settings) -> Dataflow:
 _settings = Settings()
 metrics.serve_metrics(_settings.mirror_metrics_port, str(_settings.state_dir))
 flow = get_flow(_settings)
-apply_gc_policy(0)  # Python's thresholds: the mirror ran slower with the fraud flow's (flows.gc_policy)
+apply_gc_policy(0)  # Python's thresholds: no gain shown for the mirror (flows.gc_policy)

@@ -55,3 +55,16 @@ def test_every_collection_is_timed_once_by_generation(restore_gc):
     assert _pauses("0") == before_young + 1
     total = REGISTRY.get_sample_value("streamguard_gc_pause_seconds_sum", {"generation": "2"})
     assert total is not None and total > 0
+
+
+def test_pauses_are_a_histogram_whose_buckets_add_up_to_the_count(restore_gc):
+    apply_gc_policy(0)
+    gc.collect()
+    count = REGISTRY.get_sample_value("streamguard_gc_pause_seconds_count", {"generation": "2"})
+    inf = REGISTRY.get_sample_value("streamguard_gc_pause_seconds_bucket", {"generation": "2", "le": "+Inf"})
+    one_s = REGISTRY.get_sample_value("streamguard_gc_pause_seconds_bucket", {"generation": "2", "le": "1.0"})
+    tiny = REGISTRY.get_sample_value(
+        "streamguard_gc_pause_seconds_bucket", {"generation": "2", "le": "0.0001"}
+    )
+    assert count == inf >= one_s >= tiny >= 0
+    assert inf >= 1
