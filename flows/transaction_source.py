@@ -201,10 +201,13 @@ class PartitionReader(StatefulSourcePartition[ReadBatch, dict]):
     def _reopen(self) -> None:
         """Read on through a new consumer (a new connection) when records wait but none come.
 
-        The embedded broker can hold a fetch unanswered for minutes (seen after the flow was paused: a
-        FetchResponse with an rtt of 121 s, the partition's records waiting meanwhile), and librdkafka sends
-        no other fetch on that connection until it is answered. A new consumer at the next offset loses
-        nothing and repeats nothing; the old one is closed aside, as its close may wait on that fetch.
+        A fetch the broker leaves unanswered blocks its connection: librdkafka sends no other fetch on it
+        until it is answered or `socket.timeout.ms` passes. (The one observation behind this, a
+        FetchResponse rtt of 121 s, spanned a 2-minute SIGSTOP of the flow itself, and bench-peer's stall it
+        was taken for turned out to be the benchmark's id collision; the embedded broker leaving a fetch
+        unanswered on its own is not shown. Kept as a guard: it fires only when records wait and none come.)
+        A new consumer at the next offset loses nothing and repeats nothing; the old one is closed aside, as
+        its close may wait on that fetch.
         At most once per `partition_idle_s`; not for a consumer this reader was handed (tests).
         """
         if self._config is None or time.monotonic() - self._reopened_at < self._idle.idle_s:
