@@ -186,10 +186,11 @@ def _backlog(
     """Replay the backlog into fresh topics on a restarted stack; time the fraud flow over it (alone, or
     with the mirror).
 
-    The restart gives each backlog an empty broker: the embedded broker keeps every record in memory and
-    slows as it fills (after the live sweeps its RSS was ~860 MB, and on one stack each backlog ran slower
-    than the one before it, whatever the variant), so without it a figure would depend on its place in the
-    run. PostgreSQL keeps its data (each backlog has its own schema); the model is in the registry folder.
+    The restart gives each backlog an empty broker: the embedded broker keeps every record in memory (RSS
+    ~860 MB after the live sweeps), and in A/B sets run on one stack the last of four backlogs was the
+    slowest every time, so a figure could depend on its place in the run. (It did not make the first run
+    with it faster: session 15's figures are within the VM's scatter of session 14's.) PostgreSQL keeps
+    its data (each backlog has its own schema); the model is in the registry folder.
     """
     stack.down()
     stack.up()
