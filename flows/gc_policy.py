@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import bisect
 import gc
-import itertools
 import time
 
 from prometheus_client import REGISTRY
-from prometheus_client.core import HistogramMetricFamily
+
+from flows.metrics import histogram_family
 
 _BOUNDS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -58,19 +58,17 @@ class _Pauses:
             self.sums[generation] += seconds
 
     def collect(self):
-        family = HistogramMetricFamily(
+        yield histogram_family(
             "streamguard_gc_pause_seconds",
             "Time the garbage collector held the process, per collection, by generation (0 young .. 2 full)",
-            labels=["generation"],
+            ["generation"],
+            _BOUNDS,
+            [
+                ([str(generation)], counts, self.sums[generation])
+                for generation, counts in enumerate(self.counts)
+                if any(counts)
+            ],
         )
-        for generation, counts in enumerate(self.counts):
-            cumulative = list(itertools.accumulate(list(counts)))
-            if cumulative[-1]:
-                buckets = [(repr(b), c) for b, c in zip(_BOUNDS, cumulative, strict=False)]
-                family.add_metric(
-                    [str(generation)], [*buckets, ("+Inf", cumulative[-1])], self.sums[generation]
-                )
-        yield family
 
 
 GC_PAUSES = _Pauses()

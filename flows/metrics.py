@@ -128,16 +128,29 @@ class BatchHistogram:
             series[1] += float(values.sum())
 
     def collect(self):
-        family = HistogramMetricFamily(self.name, self.documentation, labels=list(self.labelnames))
         with self._lock:
-            for labels, (counts, total) in self._series.items():
-                cumulative = np.cumsum(counts).tolist()
-                buckets = [
-                    (repr(float(b)), c) for b, c in zip(self.bounds.tolist(), cumulative, strict=False)
-                ]
-                buckets.append(("+Inf", cumulative[-1]))
-                family.add_metric(list(labels), buckets, total)
-        yield family
+            series = [(labels, counts.copy(), total) for labels, (counts, total) in self._series.items()]
+        yield histogram_family(self.name, self.documentation, self.labelnames, self.bounds.tolist(), series)
+
+
+def histogram_family(
+    name: str,
+    documentation: str,
+    labelnames: Iterable[str],
+    bounds: Iterable[float],
+    series: Iterable[tuple[Iterable[str], Iterable[int], float]],
+) -> HistogramMetricFamily:
+    """Return the exposition of a histogram kept as per-bucket counts (not cumulative) and sums.
+
+    `series`: (label values, count per bucket, the last one above every bound, sum of the values).
+    """
+    family = HistogramMetricFamily(name, documentation, labels=list(labelnames))
+    bounds = list(bounds)
+    for labels, counts, total in series:
+        cumulative = np.cumsum(np.asarray(counts)).tolist()  # a copy: counts may grow meanwhile
+        buckets = [(repr(float(b)), c) for b, c in zip(bounds, cumulative, strict=False)]
+        family.add_metric(list(labels), [*buckets, ("+Inf", cumulative[-1])], total)
+    return family
 
 
 _LATENCY_BUCKETS = (
