@@ -39,6 +39,8 @@ DAY_US = 86_400_000_000
 ALL_DAYS = 1 << 40
 """`ready_day` when every source partition is quiet: any day's features are complete for now."""
 _RETRY_S = 5.0
+_IDLE_POLL_S = 1.0
+"""The longest wait between two looks at the store while no worker waits on it (doubling from store_poll_ms)."""
 _KEEP_DAYS = 5
 """Days kept beyond the longest window's reach (the flow moves forward; lateness is far below a day)."""
 _KEEP_TABLES = 3
@@ -164,6 +166,8 @@ class LabelFeatures:
         self._offsets: dict[tuple[str, int], int] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._asked_at = float("-inf")
+        """When a worker last asked for a fresh look or held transactions waiting (monotonic clock)."""
         self._after = 0
         """The last change read, so a reconnected feed reads on from there instead of from the start."""
         self._thread: threading.Thread | None = None
@@ -223,8 +227,13 @@ class LabelFeatures:
             self._quiet_ready = (quiet[0], read_at)
         return True
 
+    def note_waiting(self) -> None:
+        """Say that a worker holds transactions waiting for the store: keep looking every store_poll_ms."""
+        self._asked_at = time.monotonic()
+
     def want_confirmation(self) -> None:
         """Ask the store thread for a fresh look now (a worker holds transactions read after the last one)."""
+        self._asked_at = time.monotonic()
         self._wake.set()
 
     @property
@@ -282,6 +291,7 @@ class LabelFeatures:
 
     def _run(self) -> None:
         poll_s = self._settings.store_poll_ms / 1000
+        wait_s = poll_s
         while not self._stop.is_set():
             try:
                 if self._feed is None:
@@ -316,7 +326,12 @@ class LabelFeatures:
                 self._wake.wait(_RETRY_S)
                 continue
             if progress is not None:  # else the log had more rows than one read takes: read on at once
-                self._wake.wait(poll_s)
+                # Every store_poll_ms while a worker waits on the store (or asked lately); else less and less
+                # often, up to every _IDLE_POLL_S: a worker that finds a day not ready asks for a look at
+                # once, and each look costs this process's thread time, the store and the broker a request.
+                waited_on = time.monotonic() - self._asked_at < _IDLE_POLL_S
+                wait_s = poll_s if waited_on else min(wait_s * 2, max(poll_s, _IDLE_POLL_S))
+                self._wake.wait(wait_s)
 
     def _load(self, changes: list[Change]) -> None:
         if changes:

@@ -53,25 +53,39 @@ class RecentIds:
     def check_new(self, ids: list[int], prints: list[int], ts_us: list[int], where: list[int]) -> bool:
         """Remember a batch of ids at once and return True if all are new; else change nothing, return False.
 
-        The common case in one pass of C loops (set and dict operations) instead of a `check` per id; the
-        caller falls back to `check` per id when it returns False. Taken only when `check` per id would not
-        sweep inside the batch either, so what is remembered is the same whichever way a batch went.
+        The common case in a few C loops (set and dict operations) instead of a `check` per id; the caller
+        falls back to `check` per id when it returns False. Where `check` per id would sweep inside the
+        batch, the batch is remembered in slices and swept after the same id, so what is remembered is the
+        same whichever way a batch went (a replay at another speed batches differently).
         """
         n = len(ids)
         if self.window_us <= 0 or not n:
             return True
-        if (
-            self._since_sweep + n >= max(4096, len(self._seen) // 2)
-            or len(set(ids)) != n
-            or not self._seen.keys().isdisjoint(ids)
-        ):
+        if len(set(ids)) != n or not self._seen.keys().isdisjoint(ids):
             return False
-        self._seen.update(zip(ids, zip(prints, ts_us, where, strict=True), strict=True))
-        newest = max(ts_us)
-        if self._newest is None or newest > self._newest:
-            self._newest = newest
-        self._since_sweep += n
+        lo = 0
+        while lo < n:
+            hi = min(n, lo + self._until_sweep())
+            self._seen.update(
+                zip(ids[lo:hi], zip(prints[lo:hi], ts_us[lo:hi], where[lo:hi], strict=True), strict=True)
+            )
+            newest = max(ts_us[lo:hi])
+            if self._newest is None or newest > self._newest:
+                self._newest = newest
+            self._since_sweep += hi - lo
+            if self._since_sweep >= max(4096, len(self._seen) // 2):
+                self.sweep()
+            lo = hi
         return True
+
+    def _until_sweep(self) -> int:
+        """How many new ids `check` takes until (and including) the one after which it sweeps.
+
+        `check` sweeps once `since + j >= max(4096, (seen + j) // 2)` after its j-th new id; for integers the
+        second half holds from `j >= seen - 2 * since - 1`.
+        """
+        since, seen = self._since_sweep, len(self._seen)
+        return max(1, 4096 - since, seen - 2 * since - 1)
 
     def sweep(self) -> int:
         """Forget ids older than the window behind the newest; return how many were forgotten."""

@@ -242,6 +242,7 @@ class TerminalStage(StatefulBatchLogic):
             return None
         seen = (self.labels.ready_day, self.labels.confirmed_at, self.lagging, len(self.waiting))
         if not force and seen == self._checked and now < self._due:
+            self.labels.note_waiting()  # rows still wait: the store thread keeps looking every store_poll_ms
             return None  # nothing changed since the last look: don't touch the waiting rows again
         rows = TxnRows.concat(self.waiting)
         self.waiting = []

@@ -131,7 +131,9 @@ class Settings(BaseSettings):
     """A source partition the store has fully read, and that got nothing new for this long, stops
     holding back the store's freshness watermark (else a quiet partition would stall the flow)."""
     store_poll_ms: float = Field(50.0, gt=0)
-    """How often each flow process asks the store for new label-feature changes and its progress."""
+    """How often each flow process asks the store for new label-feature changes and its progress while a
+    worker waits on the store; with none waiting the wait doubles up to 1 s (a worker that finds a day
+    not ready asks at once), which takes the idle polling off the flow, the store and the broker."""
 
     # -- scoring ----------------------------------------------------------------------------------------------
     scorer_device: Device = "auto"

@@ -60,3 +60,22 @@ def test_a_batch_at_once_remembers_and_answers_exactly_as_one_id_at_a_time():
         fast += len(many) - before == n and n > 0
         assert many._seen == one._seen and many._newest == one._newest  # noqa: SLF001
     assert fast > 100  # the one-pass path was taken, not only the fallback
+
+
+def test_a_batch_that_crosses_a_sweep_is_remembered_at_once_and_swept_after_the_same_id():
+    rng = np.random.default_rng(7)
+    one, many = RecentIds(window_us=HOUR), RecentIds(window_us=HOUR)
+    swept = 0
+    for step in range(60):
+        n = int(rng.integers(1500, 9000))
+        ids = (step * 10**6 + np.arange(n)).tolist()
+        ts = (step * HOUR // 8 + np.sort(rng.integers(0, HOUR // 8, n))).tolist()
+        batch = list(zip(ids, (np.array(ids) % 11).tolist(), ts, range(n), strict=True))
+        before = one._since_sweep  # noqa: SLF001
+        assert _per_id(one, batch) == [(True, None)] * n
+        swept += one._since_sweep < before + n  # noqa: SLF001 - the per-id path swept inside this batch
+        cols = [list(c) for c in zip(*batch, strict=True)]
+        assert many.check_new(*cols)  # every id new: one pass, sweeps included
+        assert many._seen == one._seen and many._newest == one._newest  # noqa: SLF001
+        assert many._since_sweep == one._since_sweep  # noqa: SLF001
+    assert swept > 5  # the per-id path swept inside several batches, and the one pass matched it
