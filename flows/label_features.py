@@ -233,7 +233,7 @@ class LabelFeatures:
 
     def want_confirmation(self) -> None:
         """Ask the store thread for a fresh look now (a worker holds transactions read after the last one)."""
-        self._asked_at = time.monotonic()
+        self.note_waiting()
         self._wake.set()
 
     @property

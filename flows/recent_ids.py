@@ -19,6 +19,10 @@ def fingerprint(ts_us: int, customer_id: str, terminal_id: str, amount: float) -
     return crc32(f"{ts_us}|{customer_id}|{terminal_id}|{amount!r}".encode())
 
 
+_SWEEP_EVERY_MIN = 4096
+"""Sweep after at least this many new ids (and at least half as many as are kept)."""
+
+
 class RecentIds:
     """Ids seen within `window_us` of event time, each with its fingerprint, time and where it was read."""
 
@@ -46,7 +50,7 @@ class RecentIds:
         if self._newest is None or ts_us > self._newest:
             self._newest = ts_us
         self._since_sweep += 1
-        if self._since_sweep >= max(4096, len(self._seen) // 2):
+        if self._sweep_due():
             self.sweep()
         return True, None
 
@@ -73,19 +77,23 @@ class RecentIds:
             if self._newest is None or newest > self._newest:
                 self._newest = newest
             self._since_sweep += hi - lo
-            if self._since_sweep >= max(4096, len(self._seen) // 2):
+            if self._sweep_due():
                 self.sweep()
             lo = hi
         return True
 
-    def _until_sweep(self) -> int:
-        """How many new ids `check` takes until (and including) the one after which it sweeps.
+    def _sweep_due(self) -> bool:
+        """Say whether enough ids came since the last sweep (the larger of a floor and half those kept)."""
+        return self._since_sweep >= max(_SWEEP_EVERY_MIN, len(self._seen) // 2)
 
-        `check` sweeps once `since + j >= max(4096, (seen + j) // 2)` after its j-th new id; for integers the
-        second half holds from `j >= seen - 2 * since - 1`.
+    def _until_sweep(self) -> int:
+        """How many new ids `check` takes until (and including) the one after which `_sweep_due` holds.
+
+        After the j-th new id, `since + j >= max(floor, (seen + j) // 2)`; for integers the second half holds
+        from `j >= seen - 2 * since - 1`.
         """
         since, seen = self._since_sweep, len(self._seen)
-        return max(1, 4096 - since, seen - 2 * since - 1)
+        return max(1, _SWEEP_EVERY_MIN - since, seen - 2 * since - 1)
 
     def sweep(self) -> int:
         """Forget ids older than the window behind the newest; return how many were forgotten."""

@@ -37,9 +37,12 @@ def _per_id(ids: RecentIds, batch) -> list:
     return [ids.check(*args) for args in batch]
 
 
+def _columns(batch) -> list[list]:
+    return [list(c) for c in zip(*batch, strict=True)] if batch else [[], [], [], []]
+
+
 def _batched(ids: RecentIds, batch) -> list:
-    cols = [list(c) for c in zip(*batch, strict=True)] if batch else [[], [], [], []]
-    if ids.check_new(*cols):
+    if ids.check_new(*_columns(batch)):
         return [(True, None)] * len(batch)
     return _per_id(ids, batch)
 
@@ -74,8 +77,7 @@ def test_a_batch_that_crosses_a_sweep_is_remembered_at_once_and_swept_after_the_
         before = one._since_sweep  # noqa: SLF001
         assert _per_id(one, batch) == [(True, None)] * n
         swept += one._since_sweep < before + n  # noqa: SLF001 - the per-id path swept inside this batch
-        cols = [list(c) for c in zip(*batch, strict=True)]
-        assert many.check_new(*cols)  # every id new: one pass, sweeps included
+        assert many.check_new(*_columns(batch))  # every id new: one pass, sweeps included
         assert many._seen == one._seen and many._newest == one._newest  # noqa: SLF001
         assert many._since_sweep == one._since_sweep  # noqa: SLF001
     assert swept > 5  # the per-id path swept inside several batches, and the one pass matched it
