@@ -5,12 +5,13 @@ stopped at the end however the run ends. The flows are the real ones, as users r
 flow run`: recovery on, snapshots every 5 s), scoring with a real XGBoost model that `streamguard train`
 fits on the features the flow served for the backlog (as `make run` bootstraps one). In one run:
 
-1. broker floor: produce -> consume through the same broker, no flow, for several consumer fetch waits
-   (how the flows' setting was chosen) and with the flows' client settings;
+1. broker floor: produce -> consume through the same broker, no flow, with the load generator's
+   producer settings and the flows' consumer settings;
 2. live sweep (exact mode, then live mode at 1k and 2k): transactions stamped with the current time at
-   250 .. 10,000 tx/s; event -> decision latency as a consumer of `decisions` sees it (its consume call
-   returns every 1 ms, as the floor's), the flow's own part (read -> emitted) and per stage; the highest
-   rate the flow keeps up with is the saturation point;
+   250 .. 10,000 tx/s, each rate on topics of its own with fresh flows after the same 2-day history, the
+   load running 3 s before and 1 s after the measured window; event -> decision latency as a consumer
+   of `decisions` sees it (its consume call returns every 1 ms, as the floor's), the flow's own part
+   (read -> emitted) and per stage; the highest rate the flow keeps up with is the saturation point;
 3. backlog throughput of the fraud flow alone (the store already holds everything) with 1 process, 2
    processes and 1 process of 2 workers (items per worker of each stateful step), and end to end with
    the mirror ingesting at the same time; these runs have recovery off, alike for every variant, and
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +36,7 @@ import urllib.request
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from live_load import DecisionWatch, LiveLoad, broker_floor
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -48,6 +50,8 @@ from streamguard.local.stack import LocalStack, free_port
 from streamguard.sql.apply import apply_sql
 
 RATES = (250, 1000, 2000, 5000, 10000)
+WARMUP_S, TAIL_S = 3.0, 1.0
+"""Seconds the load runs before and after each measured window (see `_sweep`)."""
 
 
 def _bootstrap_model(base: Settings, data: Path, start: date, days: int) -> None:
@@ -225,22 +229,49 @@ def _backlog(
     return rate, balance
 
 
-def _sweep(s: Settings, watch: DecisionWatch, rates, seconds: float, first_id: int) -> list[dict]:
+def _sweep(base: Settings, mode: str, rates, seconds: float, customers: int) -> list[dict]:
+    """Measure each rate on topics of its own, with fresh flows, after the same 2-day history.
+
+    Fresh topics per rate: the embedded broker lists every record batch a partition holds on each fetch
+    that finds new data, so on shared topics a rate would pay for the batches of the rates before it. The
+    load starts `WARMUP_S` before the measured window: the first transactions of the day (the history
+    ends yesterday) wait for the store to be fresh for the day, ~2.6 s in exact mode (live mode decides
+    them on the deadline path), once a day in production, not at each rate. It runs `TAIL_S` past the
+    window: in exact mode the window's last transactions would otherwise wait for partitions that fell
+    quiet because the load stopped, not because of the rate.
+    """
+    history = datetime.now(UTC).date() - timedelta(days=3)
+    txns, labels = simulate(SimulationConfig(days=2, customers=customers, terminals=2 * customers, start=history, seed=1))  # fmt: skip
     rows = []
     for rate in rates:
-        lo = first_id
-        load = LiveLoad(s, rate, seconds, lo)
-        t0 = time.monotonic()
-        load.run()
-        took = time.monotonic() - t0
-        ok = watch.wait_for(lo, lo + load.sent, timeout_s=max(30, seconds))
-        report = watch.report(lo, lo + load.sent)
+        s = _fresh(base, f"live_{mode}_{rate}", feature_mode=mode)
+        procs = [_spawn(s, "mirror", f"-{rate}"), _spawn(s, "fraud", f"-{rate}")]
+        watch = DecisionWatch(s, start=OFFSET_BEGINNING)
+        try:
+            replay(s, txns, labels, progress=False)
+            ids = txns["transaction_id"]  # the simulator's: day x 10^9 + rank, not 0 .. n
+            if not watch.wait_for(int(ids.min()), int(ids.max()) + 1, 300, n=len(ids)):
+                raise RuntimeError(f"the history was not decided; logs in {s.state_dir / 'logs'}")
+            _store_holds(s, procs)  # else the live load's first day waits on the mirror, not on the rate
+            first, window = 10**12, int(rate * seconds)
+            lo = first + int(rate * WARMUP_S)
+            load = LiveLoad(s, rate, WARMUP_S + seconds + TAIL_S, first)
+            t0 = time.monotonic()
+            load.run()
+            took = time.monotonic() - t0
+            ok = watch.wait_for(lo, lo + window, timeout_s=max(30, seconds))
+            report = watch.report(lo, lo + window)
+        finally:
+            watch.close()
+            stop_flows(procs)
         report.update(
-            rate=rate, sent=load.sent, offered=load.sent / took, kept_up=ok and took < seconds * 1.1
+            rate=rate,
+            sent=window,
+            offered=load.sent / took,
+            kept_up=ok and took < (WARMUP_S + seconds + TAIL_S) * 1.1,
         )
         rows.append(report)
         print(_row(report), flush=True)
-        first_id += load.sent + 1
         if not report["kept_up"] or report["e2e"][1] > 2000:
             break
     return rows
@@ -321,19 +352,11 @@ def main() -> None:
 
             sweeps = {}
             for mode, rates in (("exact", tuple(args.rates)), ("live", (1000, 2000))):
-                s = _fresh(base, f"live_{mode}", feature_mode=mode)
-                history = datetime.now(UTC).date() - timedelta(days=3)
-                txns, labels = simulate(SimulationConfig(days=2, customers=args.customers, terminals=2 * args.customers, start=history, seed=1))  # fmt: skip
-                procs = [_spawn(s, "mirror", ""), _spawn(s, "fraud", "")]
-                watch = DecisionWatch(s)
-                try:
-                    replay(s, txns, labels, progress=False)
-                    watch.wait_for(0, len(txns), 300)
-                    print(f"live sweep, {mode} mode ({args.seconds:g} s per rate):", flush=True)
-                    sweeps[mode] = _sweep(s, watch, rates, args.seconds, first_id=10**12)
-                finally:
-                    watch.close()
-                    stop_flows(procs)
+                print(
+                    f"live sweep, {mode} mode ({args.seconds:g} s per rate, each on fresh topics):",
+                    flush=True,
+                )
+                sweeps[mode] = _sweep(base, mode, rates, args.seconds, args.customers)
 
             if args.no_backlogs:
                 _plot(sweeps["exact"], sweeps.get("live", []), floor, args.out)
@@ -374,6 +397,11 @@ def main() -> None:
             stack.down()
 
 
+def _exit_on_term(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds through main's `finally`: the stack it started is stopped
+
+
 if __name__ == "__main__":
     threading.excepthook = lambda a: print(f"thread failed: {a.exc_value!r}")
+    signal.signal(signal.SIGTERM, _exit_on_term)
     main()

@@ -99,10 +99,13 @@ class DecisionWatch:
     """Note each decision's arrival; `report` summarises those with ids in a range."""
 
     settings: Settings
+    start: int = OFFSET_END
+    """Where to start reading: the end (decisions from now on), or OFFSET_BEGINNING on fresh topics, where
+    the end is resolved only at the first fetch and decisions written before it would be missed."""
     received: dict[int, tuple[float, Decision]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._consumer = _consumer(self.settings, self.settings.topic("decisions"))
+        self._consumer = _consumer(self.settings, self.settings.topic("decisions"), self.start)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -121,9 +124,10 @@ class DecisionWatch:
     def count(self, lo: int, hi: int) -> int:
         return sum(1 for i in list(self.received) if lo <= i < hi)
 
-    def wait_for(self, lo: int, hi: int, timeout_s: float) -> bool:
+    def wait_for(self, lo: int, hi: int, timeout_s: float, n: int | None = None) -> bool:
+        """Wait until `n` decisions with ids in [lo, hi) arrived (every id in the range by default)."""
         deadline = time.monotonic() + timeout_s
-        while self.count(lo, hi) < hi - lo:
+        while self.count(lo, hi) < (hi - lo if n is None else n):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.2)

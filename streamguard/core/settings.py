@@ -73,10 +73,16 @@ class Settings(BaseSettings):
     no decision's path (exact mode waits for the store only when a new day starts), and on the embedded
     broker every fetch costs broker CPU each wait: 12 consumers at 5 ms made Tansu the busiest process at
     1,000 tx/s (`make bench-flow`)."""
-    kafka_linger_ms: float = Field(5.0, ge=0)
-    """librdkafka's `linger.ms` for the flows' producers: how long a message may wait to share a request
-    (librdkafka's own default; 1 ms sent up to one request per message per output partition, which the
-    embedded broker pays for in CPU)."""
+    kafka_linger_ms: float | None = Field(None, ge=0)
+    """librdkafka's `linger.ms` for every producer streamguard runs (the flows' sinks, `streamguard replay`,
+    the demo's live feed, the benchmarks' load generator); unset picks by broker: 20 for the embedded
+    broker, 5 (librdkafka's default) for a real Kafka. The embedded broker's memory store lists every record
+    batch a partition holds on each fetch that finds new data, so its CPU per fetch grows with the number
+    of batches, not messages: at a steady 1,000 msg/s over 4 partitions it rose from 28% to 71% of a core
+    in 40 s with 5 ms, from 10% to 28% with 20 ms. With the flows at 1,000 tx/s for 40 s (two alternating
+    pairs, 2-core VM): 5 -> 20 ms for the flows' producers took Tansu from 90 / 102% to 77 / 70% of a core
+    and event -> decision p99 from 234 / 236 to 174 / 170 ms, p50 unchanged; at 250 tx/s it cost 10 ms of
+    p50 (77 -> 87 ms). 1 ms sent up to one request per message per partition and starved the flow."""
 
     # -- SQL store (Materialize in production, PostgreSQL 16 locally) ----------------------------------------
     sql_url: SecretStr | None = None
@@ -272,8 +278,11 @@ class Settings(BaseSettings):
         return tuning
 
     def kafka_producer_tuning(self) -> dict[str, str]:
-        """Return the producer settings chosen for the flows (see `kafka_linger_ms`)."""
-        return {"linger.ms": f"{self.kafka_linger_ms:g}"}
+        """Return the producer settings chosen for streamguard's producers (see `kafka_linger_ms`)."""
+        linger = self.kafka_linger_ms
+        if linger is None:
+            linger = 20.0 if self.uses_local_kafka else 5.0
+        return {"linger.ms": f"{linger:g}"}
 
     def sql_dsn(self) -> str:
         """Return the SQL store's connection string, secret included: pass to psycopg, never log."""

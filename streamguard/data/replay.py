@@ -301,7 +301,7 @@ def replay(
     producer = Producer(
         {
             **settings.kafka_config(),
-            "linger.ms": 5,
+            **settings.kafka_producer_tuning(),
             "queue.buffering.max.messages": 1_000_000,
             "on_delivery": delivered,
         }

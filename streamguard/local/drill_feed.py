@@ -63,7 +63,7 @@ def feed(settings: Settings, stream, rate: float, stop_at: float, feed: Feed) ->
         return report
 
     producer = Producer(
-        {**settings.kafka_config(), "linger.ms": settings.kafka_linger_ms, "message.max.bytes": 2_000_000}
+        {**settings.kafka_config(), **settings.kafka_producer_tuning(), "message.max.bytes": 2_000_000}
     )
     static, seen, started = corpus.static_cases(), [], time.monotonic()
     try:

@@ -132,3 +132,11 @@ def test_kafka_clients_pace_fetches_and_resend_lost_requests_on_the_embedded_bro
     assert remote.kafka_consumer_tuning() == {"fetch.wait.max.ms": "100"}
     assert remote.kafka_mirror_consumer_tuning() == {"fetch.wait.max.ms": "100"}
     assert "socket.timeout.ms" not in remote.kafka_config()  # librdkafka's default on a real Kafka
+
+
+def test_producers_batch_longer_on_the_embedded_broker_unless_told():
+    assert Settings(_env_file=None).kafka_producer_tuning() == {"linger.ms": "20"}
+    assert Settings(_env_file=None, kafka_bootstrap="kafka-0:9092").kafka_producer_tuning() == {
+        "linger.ms": "5"
+    }
+    assert Settings(_env_file=None, kafka_linger_ms=0.5).kafka_producer_tuning() == {"linger.ms": "0.5"}
