@@ -222,7 +222,8 @@ def _backlog(
         rate = _timed(s, len(txns), procs)
         if workers > 1:
             balance = _per_worker(
-                _scrape(port), ("read_transactions", "compute_terminal_features", "write_decisions")
+                _scrape(port),
+                ("read_transactions", "compute_terminal_features", "explain_flagged", "write_decisions"),
             )
     finally:
         stop_flows(procs)

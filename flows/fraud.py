@@ -14,9 +14,10 @@ Steps (one object per read or per batch travels between them, never one per tran
 3. `compute_terminal_features`: one key per worker orders its rows across partitions by event time (exact
    mode), folds the terminal windows and attaches the terminal's label features, kept in memory from the
    SQL store's changes (`flows.label_features`);
-4. `score`: one XGBoost call per released batch (`flows.scoring`); `encode_decisions` groups decisions and
-   alerts by output partition; `write_decisions` / `write_alerts` write each transaction once
-   (`flows.idempotent_sink`).
+4. `score`: one XGBoost call per released batch (`flows.scoring`); `explain_flagged` explains the rows at
+   or above review on a thread of its own and passes the others on at once (`flows.explain_stage`);
+   `encode_decisions` groups decisions and alerts by output partition; `write_decisions` /
+   `write_alerts` write each transaction once (`flows.idempotent_sink`).
 
 No step raises on a bad record: an exception in a Bytewax step stops the whole flow, so every message is
 checked where it is read, and a batch the model cannot score is retried row by row into dead letters.
@@ -32,6 +33,7 @@ from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow
 
 from flows import metrics
+from flows.explain_stage import ExplainStage
 from flows.gc_policy import apply_gc_policy
 from flows.idempotent_sink import IdempotentKafkaSink
 from flows.kafka_io import dead_letter_message, kafka_add_config
@@ -63,9 +65,11 @@ def _score_safely(scorer: BatchScorer):
     """Score a batch; if that fails, score row by row and dead-letter the rows that still fail."""
 
     def score(keyed: tuple[str, StageOut]) -> list[ScoredRows | DeadLetter]:
-        stage = keyed[1]
+        key, stage = keyed
         try:
             got = scorer(stage)
+            if got is not None:
+                got.key = key
             return [got] if got is not None else []
         except Exception:  # noqa: BLE001 - one bad batch must not stop the flow
             log.exception("scoring a batch of %d failed; retrying row by row", len(stage.rows))
@@ -75,7 +79,9 @@ def _score_safely(scorer: BatchScorer):
             one = rows.take([i])
             try:
                 got = scorer(StageOut(one, [], stage.ready_us))
-                out += [got] if got is not None else []
+                if got is not None:
+                    got.key = key
+                    out.append(got)
             except Exception as exc:  # noqa: BLE001
                 metrics.DEAD_LETTERS.labels("score", "scoring_failed").inc()
                 out.append(
@@ -108,11 +114,18 @@ def get_flow(settings: Settings) -> Dataflow:
         )
 
     staged = op.stateful_batch("compute_terminal_features", pieces, build)
-    results = op.flat_map("score", staged, _score_safely(BatchScorer(settings)))
+    results = op.flat_map(
+        "score",
+        staged,
+        _score_safely(BatchScorer(settings, defer_explanations=True)),
+    )
     scored = op.branch("split_failed", results, lambda x: isinstance(x, ScoredRows))
+    explained = op.stateful_batch(
+        "explain_flagged", op.key_on("stay_on_worker", scored.trues, lambda s: s.key), ExplainStage
+    )
 
     encoder = DecisionEncoder(settings)
-    encoded = op.map("encode_decisions", scored.trues, encoder)
+    encoded = op.map("encode_decisions", explained, lambda keyed: encoder(keyed[1]))
     decisions = op.flat_map("decision_groups", encoded, lambda pair: pair[0])
     alerts = op.flat_map("alert_groups", encoded, lambda pair: pair[1])
     op.output("write_decisions", decisions, IdempotentKafkaSink(settings, settings.topic("decisions")))

@@ -42,6 +42,13 @@ DECISIONS = Counter(
 DEGRADED = Counter(
     "streamguard_degraded_decisions", "Decisions made without exact features, by reason", ["reason"]
 )
+EXPLAIN_WAITS = Counter(
+    "streamguard_explain_waits",
+    "Times the flow waited for explanations because too many scored batches waited for theirs (back-pressure)",
+)
+EXPLAIN_FAILED = Counter(
+    "streamguard_explain_failed_rows", "Flagged transactions decided without an explanation (it failed)"
+)
 ORDER_HELD = Gauge(
     "streamguard_order_held_transactions",
     "Transactions a worker holds in the cross-partition event-time order (exact mode)",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,12 +32,24 @@ _GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing: spreads consecutive ids evenl
 class ServedModel:
     """A loaded model and the served columns it reads (None: all of them, in order)."""
 
-    __slots__ = ("columns", "scorer", "version")
+    __slots__ = ("_explainer", "columns", "scorer", "version")
 
     def __init__(self, version: str, scorer: Scorer, columns: np.ndarray | None) -> None:
         self.version = version
         self.scorer = scorer
         self.columns = columns
+        self._explainer: Scorer | None = None
+
+    def explainer(self) -> Scorer:
+        """The model on one CPU thread, for explanations computed beside the flow's own thread."""
+        if self._explainer is None:
+            scorer = self.scorer
+            self._explainer = (
+                scorer
+                if scorer.device != "cpu"
+                else Scorer(scorer.booster, scorer.feature_names, device="cpu", threads=1)
+            )
+        return self._explainer
 
     def inputs(self, x: np.ndarray) -> np.ndarray:
         """The model's own columns of a served feature matrix."""
@@ -62,6 +74,16 @@ def served_columns(version: ModelVersion, served=FEATURE_NAMES) -> np.ndarray | 
 
 
 @dataclass
+class ExplainJob:
+    """Rows of a batch to explain later, with the model that acted on them and its inputs for them."""
+
+    rows: np.ndarray
+    """Positions in the batch."""
+    model: ServedModel
+    x: np.ndarray
+
+
+@dataclass
 class ScoredBatch:
     """Per row: the acting score, its model version and variant; the shadow's score; an explanation."""
 
@@ -71,6 +93,8 @@ class ScoredBatch:
     shadow_version: str | None
     shadow_scores: list[float | None]
     explanations: list[dict[str, float] | None]
+    to_explain: list[ExplainJob] = field(default_factory=list)
+    """Flagged rows whose explanation is still to compute (`ModelRoles.score(..., defer_explanations=True)`)."""
 
 
 def canary_share_of(transaction_ids: np.ndarray) -> np.ndarray:
@@ -149,12 +173,17 @@ class ModelRoles:
         self._share = roles.canary_share if self._loaded["canary"] else 0.0
 
     def score(
-        self, x: np.ndarray, transaction_ids: np.ndarray, fast: np.ndarray | None = None
+        self,
+        x: np.ndarray,
+        transaction_ids: np.ndarray,
+        fast: np.ndarray | None = None,
+        defer_explanations: bool = False,
     ) -> ScoredBatch:
         """Score a batch: champion (or canary for its share), shadow on every row, explain flagged rows.
 
         Rows marked in `fast` (past their deadline) take the fast path: the acting model only, no shadow
-        score and no explanation.
+        score and no explanation. With `defer_explanations`, flagged rows are named in `to_explain` instead
+        of explained here (TreeSHAP costs ~100x a prediction; `flows.explain_stage` runs it beside the flow).
         """
         n = len(x)
         champion = self._loaded["current"]
@@ -171,12 +200,20 @@ class ModelRoles:
             np.flatnonzero(canary_share_of(transaction_ids) < self._share) if canary else np.empty(0, int)
         )
         threshold = self._settings.review_threshold
-        # Explanations come from the model that acted on the row, only for rows at or above review.
+        jobs: list[ExplainJob] = []
+
+        def explain(model: ServedModel, rows: np.ndarray, xm: np.ndarray, got: np.ndarray) -> None:
+            # Explanations come from the model that acted on the row, only for rows at or above review.
+            if defer_explanations:
+                flagged = got >= threshold
+                if flagged.any():
+                    jobs.append(ExplainJob(rows[flagged], model, xm[flagged]))
+                return
+            for i, e in zip(rows, explain_flagged(model.scorer, xm, got, threshold), strict=True):
+                explanations[i] = e
+
         kept = np.setdiff1d(np.flatnonzero(slow), routed)
-        for i, e in zip(
-            kept, explain_flagged(champion.scorer, xc[kept], scores[kept], threshold), strict=True
-        ):
-            explanations[i] = e
+        explain(champion, kept, xc[kept], scores[kept])
         if routed.size:
             xr = canary.inputs(x[routed])
             canary_scores = canary.scorer.score(xr)
@@ -184,12 +221,7 @@ class ModelRoles:
             versions[routed] = canary.version
             variants[routed] = "canary"
             explained = slow[routed]
-            for i, e in zip(
-                routed[explained],
-                explain_flagged(canary.scorer, xr[explained], canary_scores[explained], threshold),
-                strict=True,
-            ):
-                explanations[i] = e
+            explain(canary, routed[explained], xr[explained], canary_scores[explained])
         shadow = self._loaded["shadow"]
         shadow_scores: list[float | None] = [None] * n
         if shadow:
@@ -203,4 +235,5 @@ class ModelRoles:
             shadow.version if shadow else None,
             shadow_scores,
             explanations,
+            jobs,
         )

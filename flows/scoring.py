@@ -40,6 +40,22 @@ class ScoredRows:
     ready_us: int
     scored_us: np.ndarray
     """When each row's XGBoost call returned (rows of one call share it)."""
+    key: str = ""
+    """The worker key of the terminal stage that released the rows (later steps stay on that worker)."""
+
+    def take(self, index: np.ndarray) -> ScoredRows:
+        """Return the rows at `index` with their results (explanations still to compute are left out)."""
+        picks = index.tolist()
+        r = self.result
+        result = ScoredBatch(
+            [r.scores[i] for i in picks],
+            [r.versions[i] for i in picks],
+            [r.variants[i] for i in picks],
+            r.shadow_version,
+            [r.shadow_scores[i] for i in picks],
+            [r.explanations[i] for i in picks],
+        )
+        return ScoredRows(self.rows.take(index), result, self.ready_us, self.scored_us[index], self.key)
 
 
 def decide(score: float | None, settings: Settings) -> str:
@@ -50,10 +66,15 @@ def decide(score: float | None, settings: Settings) -> str:
 
 
 class BatchScorer:
-    """Score `StageOut` batches: one XGBoost call per `score_batch_max_rows` rows."""
+    """Score `StageOut` batches: one XGBoost call per `score_batch_max_rows` rows.
 
-    def __init__(self, settings: Settings) -> None:
+    With `defer_explanations`, flagged rows come back named in `result.to_explain` (`flows.explain_stage`
+    explains them beside the flow's thread); otherwise they are explained here.
+    """
+
+    def __init__(self, settings: Settings, defer_explanations: bool = False) -> None:
         self._settings = settings
+        self._defer = defer_explanations
         self._lock = threading.Lock()
         self._models: ModelRoles | None = None
         self._drift: DriftWatch | None = None
@@ -75,9 +96,12 @@ class BatchScorer:
             scored_us = np.empty(len(rows), np.int64)
             for lo in range(0, len(rows), step):
                 metrics.SCORE_BATCH_ROWS.observe(np.array([min(step, len(rows) - lo)]))
-                parts.append(
-                    self._models.score(x[lo : lo + step], rows.ids[lo : lo + step], fast[lo : lo + step])
+                part = self._models.score(
+                    x[lo : lo + step], rows.ids[lo : lo + step], fast[lo : lo + step], self._defer
                 )
+                for job in part.to_explain:
+                    job.rows = job.rows + lo  # positions in the whole batch
+                parts.append(part)
                 scored_us[lo : lo + step] = int(datetime.now(UTC).timestamp() * 1e6)
             result = _joined(parts)
             # The live distribution of what was served and scored, for the drift indexes (flows.drift).
@@ -95,6 +119,7 @@ def _joined(parts: list[ScoredBatch]) -> ScoredBatch:
         parts[0].shadow_version,
         [s for p in parts for s in p.shadow_scores],
         [e for p in parts for e in p.explanations],
+        [job for p in parts for job in p.to_explain],
     )
 
 

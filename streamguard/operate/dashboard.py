@@ -187,8 +187,12 @@ def build() -> dict:
     d = d.with_panel(
         series(
             "decisions by outcome",
-            "approve / review / decline per second",
+            "approve / review / decline per second. Flagged rows are explained on a thread of their own "
+            "(flows.explain_stage): waits = times the flow waited because too many batches awaited "
+            "their explanations (back-pressure); unexplained = flagged decisions whose explanation failed",
             query(f"sum by (decision) (rate(streamguard_decisions_total{RATE}))", "{{decision}}"),
+            query(f"sum(rate(streamguard_explain_waits_total{RATE}))", "explain waits"),
+            query(f"sum(rate(streamguard_explain_failed_rows_total{RATE}))", "unexplained"),
             unit="cps",
             width=8,
         )

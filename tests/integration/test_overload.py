@@ -102,12 +102,14 @@ def test_no_stateful_step_runs_on_one_worker_only(sg_settings):
     stateful = {}
     for name, labels_, value in samples:
         step = labels_.get("step_id", "")
-        # Stateful steps: the partitioned input (card state), the terminal stage, the partitioned sinks.
+        # Stateful steps: the partitioned input (card state), the terminal stage, the explanations waiting,
+        # the partitioned sinks.
         if name.startswith("bytewax_item_") and any(
-            s in step for s in ("read_transactions", "compute_terminal_features", "write_decisions")
+            s in step
+            for s in ("read_transactions", "compute_terminal_features", "explain_flagged", "write_decisions")
         ):
             stateful.setdefault(step, {})[labels_["worker_index"]] = value
-    assert len(stateful) >= 3, stateful
+    assert len(stateful) >= 4, stateful
     for step, per_worker in stateful.items():
         assert len(per_worker) == 2 and min(per_worker.values()) > 0, (step, per_worker)
     rows = {labels_["worker"]: v for name, labels_, v in samples if name == "streamguard_terminal_rows_total"}
