@@ -41,14 +41,12 @@ class ServedModel:
         self._explainer: Scorer | None = None
 
     def explainer(self) -> Scorer:
-        """The model on one CPU thread, for explanations computed beside the flow's own thread."""
+        """The model for explanations computed beside the flow's own thread: a copy of its own (the two
+        threads never share a booster), on the same device, on one thread on the CPU."""
         if self._explainer is None:
-            scorer = self.scorer
-            self._explainer = (
-                scorer
-                if scorer.device != "cpu"
-                else Scorer(scorer.booster, scorer.feature_names, device="cpu", threads=1)
-            )
+            s = self.scorer
+            device = "cpu" if s.device == "cpu" else "gpu"
+            self._explainer = Scorer(s.booster, s.feature_names, device=device, threads=1)
         return self._explainer
 
     def inputs(self, x: np.ndarray) -> np.ndarray:
