@@ -10,7 +10,8 @@ fits on the features the flow served for the backlog (as `make run` bootstraps o
 2. live sweep (exact mode, then live mode at 1k and 2k): transactions stamped with the current time at
    250 .. 10,000 tx/s, each rate on topics of its own with fresh flows after the same 2-day history, the
    load running 3 s before and 1 s after the measured window; event -> decision latency as a consumer
-   of `decisions` sees it (its consume call returns every 1 ms, as the floor's), the flow's own part
+   of `decisions` sees it (its consume call returns every 1 ms, as the floor's; this process's garbage
+   collector paused while it measures, `live_load.collector_paused`), the flow's own part
    (read -> emitted) and per stage; the highest rate the flow keeps up with is the saturation point;
 3. backlog throughput of the fraud flow alone (the store already holds everything) with 1 process, 2
    processes and 1 process of 2 workers (items per worker of each stateful step), and end to end with
@@ -37,7 +38,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from live_load import DecisionWatch, LiveLoad, broker_floor
+from live_load import DecisionWatch, LiveLoad, broker_floor, collector_paused
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamguard.core.settings import Settings
@@ -257,10 +258,11 @@ def _sweep(base: Settings, mode: str, rates, seconds: float, customers: int) -> 
             first, window = 10**12, int(rate * seconds)
             lo = first + int(rate * WARMUP_S)
             load = LiveLoad(s, rate, WARMUP_S + seconds + TAIL_S, first)
-            t0 = time.monotonic()
-            load.run()
-            took = time.monotonic() - t0
-            ok = watch.wait_for(lo, lo + window, timeout_s=max(30, seconds))
+            with collector_paused():
+                t0 = time.monotonic()
+                load.run()
+                took = time.monotonic() - t0
+                ok = watch.wait_for(lo, lo + window, timeout_s=max(30, seconds))
             report = watch.report(lo, lo + window)
         finally:
             watch.close()

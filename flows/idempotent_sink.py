@@ -211,7 +211,13 @@ class _PartitionWriter(StatefulSinkPartition[list[Message], dict]):
         if self._producer.flush(30):
             self._failed.append(f"{len(self._producer)} messages not delivered within 30 s")
         self._raise_failed()
-        self._next_offset = max(self._end_offset(), self._delivered_to, self._next_offset)
+        if self._delivered_to > self._next_offset:
+            # Kafka confirmed writes past the last snapshot: one past the last is the offset to keep (any
+            # other producer's later writes are read back on resume: a lower bound is safe). Asking the
+            # broker instead costs a round trip per writer, back to back on the flow's thread each epoch.
+            self._next_offset = self._delivered_to
+        else:
+            self._next_offset = max(self._end_offset(), self._next_offset)
         return {"next_offset": self._next_offset, "ids": self._ids.snapshot()}
 
     def _end_offset(self) -> int:

@@ -5,6 +5,12 @@ id with other content is refused with where the first one was read. Ids are forg
 time is more than the window behind the newest one remembered, so memory stays bounded (about 100 bytes
 per id in the window). The fingerprint is crc32 of the canonical content: stable across processes, so
 it survives a snapshot and a restart.
+
+Beside the dict (for lookups) the ids are kept as columns in the order they came: arrays up to the last
+snapshot or sweep, lists after it. A snapshot then costs array copies, not a Python loop over every id:
+with a day's ids per partition, building its arrays from the dict took 5-9 ms per reader and per sink
+writer, and Bytewax snapshots every one of them back to back on the flow's thread each epoch (one stall
+of ~90 ms every 5 s at 1,000 tx/s live, which was most of the event -> decision p99).
 """
 
 from __future__ import annotations
@@ -21,6 +27,11 @@ def fingerprint(ts_us: int, customer_id: str, terminal_id: str, amount: float) -
 
 _SWEEP_EVERY_MIN = 4096
 """Sweep after at least this many new ids (and at least half as many as are kept)."""
+_COLUMNS = (("ids", np.uint64), ("prints", np.uint32), ("ts_us", np.int64), ("where", np.int64))
+
+
+def _empty_columns() -> tuple[np.ndarray, ...]:
+    return tuple(np.empty(0, dtype) for _, dtype in _COLUMNS)
 
 
 class RecentIds:
@@ -31,6 +42,9 @@ class RecentIds:
         self._seen: dict[int, tuple[int, int, int]] = {}
         self._newest: int | None = None
         self._since_sweep = 0
+        # The entries of `_seen` in the order they came: arrays as of the last compaction, then lists.
+        self._packed: tuple[np.ndarray, ...] = _empty_columns()
+        self._tail: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -47,6 +61,8 @@ class RecentIds:
         if seen is not None:
             return False, (None if seen[0] == print_ else seen[2])
         self._seen[txn_id] = (print_, ts_us, where)
+        for column, value in zip(self._tail, (txn_id, print_, ts_us, where), strict=True):
+            column.append(value)
         if self._newest is None or ts_us > self._newest:
             self._newest = ts_us
         self._since_sweep += 1
@@ -73,6 +89,8 @@ class RecentIds:
             self._seen.update(
                 zip(ids[lo:hi], zip(prints[lo:hi], ts_us[lo:hi], where[lo:hi], strict=True), strict=True)
             )
+            for column, values in zip(self._tail, (ids, prints, ts_us, where), strict=True):
+                column.extend(values[lo:hi])
             newest = max(ts_us[lo:hi])
             if self._newest is None or newest > self._newest:
                 self._newest = newest
@@ -103,34 +121,47 @@ class RecentIds:
         horizon = self._newest - self.window_us
         before = len(self._seen)
         self._seen = {k: v for k, v in self._seen.items() if v[1] >= horizon}
+        self._packed = self._columns(horizon)
         return before - len(self._seen)
 
+    def _columns(self, horizon: int | None) -> tuple[np.ndarray, ...]:
+        """Pack the tail onto the arrays (in place) and return the entries at or after `horizon`."""
+        if self._tail[0]:
+            self._packed = tuple(
+                np.concatenate([packed, np.array(tail, dtype)])
+                for packed, tail, (_, dtype) in zip(self._packed, self._tail, _COLUMNS, strict=True)
+            )
+            self._tail = ([], [], [], [])
+        if horizon is None:
+            return self._packed
+        keep = self._packed[2] >= horizon
+        return self._packed if keep.all() else tuple(column[keep] for column in self._packed)
+
     def snapshot(self) -> dict:
-        """Return the remembered ids as arrays (compact and fast to pickle)."""
-        self.sweep()
-        items = list(self._seen.items())
-        return {
-            "window_us": self.window_us,
-            "ids": np.fromiter((k for k, _ in items), np.uint64, len(items)),
-            "prints": np.fromiter((v[0] for _, v in items), np.uint32, len(items)),
-            "ts_us": np.fromiter((v[1] for _, v in items), np.int64, len(items)),
-            "where": np.fromiter((v[2] for _, v in items), np.int64, len(items)),
+        """Return the ids within the window as arrays (compact and fast to pickle); changes nothing kept.
+
+        The ids past the window are left out here and forgotten by the next sweep, which comes after a
+        number of new ids, not at a snapshot: what the flow remembers never depends on when it snapshots.
+        """
+        horizon = None if self._newest is None else self._newest - self.window_us
+        columns = self._columns(horizon)
+        return {"window_us": self.window_us} | {
+            name: column.copy() for (name, _), column in zip(_COLUMNS, columns, strict=True)
         }
 
     @classmethod
     def restore(cls, snap: dict, window_us: int) -> RecentIds:
         """Rebuild from `snapshot()` with the current window."""
         out = cls(window_us)
-        out._seen = {
-            int(k): (int(p), int(t), int(w))
-            for k, p, t, w in zip(
-                snap["ids"].tolist(),
-                snap["prints"].tolist(),
-                snap["ts_us"].tolist(),
-                snap["where"].tolist(),
-                strict=True,
-            )
-        }
+        out._packed = tuple(np.asarray(snap[name], dtype) for name, dtype in _COLUMNS)
+        ids, prints, ts_us, where = (column.tolist() for column in out._packed)
+        out._seen = dict(zip(ids, zip(prints, ts_us, where, strict=True), strict=True))
+        if len(out._seen) != len(ids):  # an id twice (never written so): the columns follow the dict
+            out._packed = _empty_columns()
+            out._tail = ([], [], [], [])
+            for k, v in out._seen.items():
+                for column, value in zip(out._tail, (k, *v), strict=True):
+                    column.append(value)
         if out._seen:
-            out._newest = max(v[1] for v in out._seen.values())
+            out._newest = max(ts_us)
         return out

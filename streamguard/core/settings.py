@@ -68,11 +68,13 @@ class Settings(BaseSettings):
     costs it CPU: at 5 ms the broker starved the flow on 2 cores and the flow fell behind at 1,000 tx/s,
     at 20 ms it kept up with p99 284 ms, `make bench-flow`), 100 for a real Kafka (it answers as soon as
     data arrives; lower values only add requests)."""
-    kafka_mirror_fetch_wait_max_ms: int = Field(100, ge=0)
+    kafka_mirror_fetch_wait_max_ms: int = Field(300, ge=0)
     """librdkafka's `fetch.wait.max.ms` for the mirror's consumers (one per topic partition). Its copy is on
     no decision's path (exact mode waits for the store only when a new day starts), and on the embedded
-    broker every fetch costs broker CPU each wait: 12 consumers at 5 ms made Tansu the busiest process at
-    1,000 tx/s (`make bench-flow`)."""
+    broker every fetch costs broker CPU, more as partitions fill: 12 consumers at 5 ms made Tansu the
+    busiest process at 1,000 tx/s; 300 instead of 100 ms took it from 47 / 39% to 37 / 36% of a core and
+    event -> decision p99 at 1,000 tx/s (live mode) from 177 / 120 to 100 / 103 ms (2-core VM, two
+    alternating pairs)."""
     kafka_linger_ms: float | None = Field(None, ge=0)
     """librdkafka's `linger.ms` for every producer streamguard runs (the flows' sinks, `streamguard replay`,
     the demo's live feed, the benchmarks' load generator); unset picks by broker: 20 for the embedded

@@ -81,3 +81,40 @@ def test_a_batch_that_crosses_a_sweep_is_remembered_at_once_and_swept_after_the_
         assert many._seen == one._seen and many._newest == one._newest  # noqa: SLF001
         assert many._since_sweep == one._since_sweep  # noqa: SLF001
     assert swept > 5  # the per-id path swept inside several batches, and the one pass matched it
+
+
+def _expected_snapshot(ids: RecentIds) -> list[tuple[int, int, int, int]]:
+    """What a snapshot must hold: the remembered ids within the window of the newest, in arrival order."""
+    horizon = ids._newest - ids.window_us if ids._newest is not None else None  # noqa: SLF001
+    return [(k, *v) for k, v in ids._seen.items() if horizon is None or v[1] >= horizon]  # noqa: SLF001
+
+
+def _snapshot_rows(snap: dict) -> list[tuple[int, int, int, int]]:
+    return list(zip(*(snap[c].tolist() for c in ("ids", "prints", "ts_us", "where")), strict=True))
+
+
+def test_a_snapshot_holds_exactly_the_ids_within_the_window_and_changes_nothing_kept():
+    rng = np.random.default_rng(11)
+    ids = RecentIds(window_us=HOUR)
+    for step in range(300):
+        n = int(rng.integers(0, 400))
+        batch = list(
+            zip(
+                rng.integers(0, 10**5 if step % 4 else 3000, n).tolist(),
+                rng.integers(0, 5, n).tolist(),
+                (step * HOUR // 30 + rng.integers(0, HOUR // 5, n)).tolist(),
+                range(n),
+                strict=True,
+            )
+        )
+        _batched(ids, batch)  # a batch at once, or id by id when it holds a repeat: both paths fill it
+        if step % 7 == 0:
+            seen, newest = dict(ids._seen), ids._newest  # noqa: SLF001
+            snap = ids.snapshot()
+            assert _snapshot_rows(snap) == _expected_snapshot(ids)
+            assert ids._seen == seen and ids._newest == newest  # noqa: SLF001 - a snapshot forgets nothing
+        if step % 50 == 49:  # a restart from the snapshot: the same answers, the same next snapshot
+            again = RecentIds.restore(ids.snapshot(), HOUR)
+            assert _snapshot_rows(again.snapshot()) == _snapshot_rows(ids.snapshot())
+            ids = again
+    assert len(ids) < 3 * 10**4  # swept as it went: bounded by the window

@@ -126,11 +126,11 @@ def test_kafka_clients_pace_fetches_and_resend_lost_requests_on_the_embedded_bro
         "queued.min.messages": "1",
         "fetch.queue.backoff.ms": "20",
     }
-    assert local.kafka_mirror_consumer_tuning()["fetch.queue.backoff.ms"] == "100"
+    assert local.kafka_mirror_consumer_tuning()["fetch.queue.backoff.ms"] == "300"
     assert local.kafka_config()["socket.timeout.ms"] == "10000"
     remote = Settings(_env_file=None, kafka_bootstrap="kafka-0:9092")
     assert remote.kafka_consumer_tuning() == {"fetch.wait.max.ms": "100"}
-    assert remote.kafka_mirror_consumer_tuning() == {"fetch.wait.max.ms": "100"}
+    assert remote.kafka_mirror_consumer_tuning() == {"fetch.wait.max.ms": "300"}
     assert "socket.timeout.ms" not in remote.kafka_config()  # librdkafka's default on a real Kafka
 
 
