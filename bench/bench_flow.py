@@ -389,6 +389,13 @@ def main() -> None:
             _plot(sweeps["exact"], sweeps.get("live", []), floor, args.out)
             print(f"latency vs rate: {args.out}", flush=True)
             at_1k = next((r for r in sweeps["exact"] if r["rate"] == 1000), None)
+            live_1k = next((r for r in sweeps["live"] if r["rate"] == 1000), None)
+            if live_1k:  # the last line keeps exact mode's figures, comparable from run to run
+                print(
+                    f"live mode (the Kubernetes overlays'): e2e_p99_at_1k={live_1k['e2e'][1]:.1f} "
+                    f"flow_p99_at_1k={live_1k['flow'][1]:.1f}",
+                    flush=True,
+                )
             saturation = max((r["rate"] for r in sweeps["exact"] if r["kept_up"]), default=0)
             print(
                 f"flow: broker_p99={floor[1]:.1f} e2e_p99_at_1k={at_1k['e2e'][1] if at_1k else float('nan'):.1f} "
