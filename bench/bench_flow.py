@@ -14,8 +14,8 @@ fits on the features the flow served for the backlog (as `make run` bootstraps o
    collector paused while it measures, `live_load.collector_paused`), the flow's own part
    (read -> emitted) and per stage; the highest rate the flow keeps up with is the saturation point;
 3. backlog throughput of the fraud flow alone (the store already holds everything) with 1 process, 2
-   processes and 1 process of 2 workers (items per worker of each stateful step), and end to end with
-   the mirror ingesting at the same time; these runs have recovery off, alike for every variant, and
+   processes and 1 process of 2 workers (items per worker of each stateful step, for both), and end to
+   end with the mirror ingesting at the same time; these runs have recovery off, alike for every variant, and
    each starts on a restarted stack (an empty broker: the embedded one slows as its memory fills).
 
 Prints a table, writes a latency-vs-rate PNG, and ends with
@@ -221,9 +221,9 @@ def _backlog(
                 log = open(s.state_dir / "logs" / f"fraud-{i}.log", "wb")  # noqa: SIM115 - the child's
                 procs.append(subprocess.Popen([*cmd, "-i", str(i), "-a", addresses], env={**env, "BYTEWAX_DATAFLOW_API_PORT": str(port + i)}, stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
         rate = _timed(s, len(txns), procs)
-        if workers > 1:
+        if workers * processes > 1:  # each process serves its workers' counters on a port of its own
             balance = _per_worker(
-                _scrape(port),
+                [sample for i in range(processes) for sample in _scrape(port + i)],
                 ("read_transactions", "compute_terminal_features", "explain_flagged", "write_decisions"),
             )
     finally:
@@ -368,20 +368,18 @@ def main() -> None:
             print("backlogs (recovery off, model scoring every transaction):", flush=True)
             alone, _ = _backlog(stack, base, data, "alone")
             print(f"  fraud flow alone (store preloaded), 1 process: {alone:,.0f} tx/s", flush=True)
-            two, _ = _backlog(stack, base, data, "two", processes=2)
+            two, balance_two = _backlog(stack, base, data, "two", processes=2)
             print(
                 f"  fraud flow alone, 2 processes x 1 worker:    {two:,.0f} tx/s ({two / alone:.2f}x)",
                 flush=True,
             )
+            _print_balance(balance_two)
             w2, balance = _backlog(stack, base, data, "w2", workers=2)
             print(
                 f"  fraud flow alone, 1 process x 2 workers:     {w2:,.0f} tx/s ({w2 / alone:.2f}x)",
                 flush=True,
             )
-            for step, per in balance.items():
-                values = list(per.values())
-                spread = max(values) / (sum(values) / len(values)) if values and sum(values) else float("nan")
-                print(f"    {step}: per worker {per} (max/mean {spread:.2f})", flush=True)
+            _print_balance(balance)
             e2e, _ = _backlog(stack, base, data, "e2e", mirror_too=True)
             print(f"  end to end with the mirror, 1 process:      {e2e:,.0f} tx/s", flush=True)
 
@@ -405,6 +403,13 @@ def main() -> None:
             )
         finally:
             stack.down()
+
+
+def _print_balance(balance: dict[str, dict[str, float]]) -> None:
+    for step, per in balance.items():
+        values = list(per.values())
+        spread = max(values) / (sum(values) / len(values)) if values and sum(values) else float("nan")
+        print(f"    {step}: per worker {per} (max/mean {spread:.2f})", flush=True)
 
 
 def _exit_on_term(signum, frame) -> None:
