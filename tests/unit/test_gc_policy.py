@@ -36,7 +36,7 @@ def test_the_young_threshold_is_set_and_zero_keeps_pythons(restore_gc):
 
 
 def test_the_fraud_flow_takes_its_threshold_from_settings_and_the_mirror_keeps_pythons():
-    assert Settings(_env_file=None).gc_young_threshold == 50_000
+    assert Settings(_env_file=None).gc_young_threshold == 10_000
     wiring = {
         "flows/fraud.py": "apply_gc_policy(_settings.gc_young_threshold)",
         "flows/mirror.py": "apply_gc_policy(0)",
