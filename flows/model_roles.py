@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.explain import explain_flagged
+from models.explain import explain_flagged, flagged_rows
 from models.registry import FeatureMismatchError, ModelVersion, Registry
 from models.scorer import Scorer
 from streamguard.core.features import FEATURE_NAMES
@@ -203,8 +203,8 @@ class ModelRoles:
         def explain(model: ServedModel, rows: np.ndarray, xm: np.ndarray, got: np.ndarray) -> None:
             # Explanations come from the model that acted on the row, only for rows at or above review.
             if defer_explanations:
-                flagged = got >= threshold
-                if flagged.any():
+                flagged = flagged_rows(got, threshold)
+                if flagged.size:
                     jobs.append(ExplainJob(rows[flagged], model, xm[flagged]))
                 return
             for i, e in zip(rows, explain_flagged(model.scorer, xm, got, threshold), strict=True):

@@ -72,6 +72,11 @@ def top_contributions(
     return out
 
 
+def flagged_rows(scores, threshold: float) -> np.ndarray:
+    """Return the positions of the rows scoring at or above `threshold`: the ones that get an explanation."""
+    return np.flatnonzero(np.asarray(scores, dtype=np.float64).reshape(-1) >= threshold)
+
+
 def explain_flagged(
     scorer: Scorer, x_rows, scores: Sequence[float], threshold: float, k: int = 5
 ) -> list[dict[str, float] | None]:
@@ -82,7 +87,7 @@ def explain_flagged(
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(s) != len(x_rows):
         raise ValueError(f"{len(x_rows)} rows but {len(s)} scores")
-    flagged = np.flatnonzero(s >= threshold)
+    flagged = flagged_rows(s, threshold)
     out: list[dict[str, float] | None] = [None] * len(s)
     if flagged.size == 0:
         return out
