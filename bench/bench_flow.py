@@ -6,7 +6,8 @@ flow run`: recovery on, snapshots every 5 s), scoring with a real XGBoost model 
 fits on the features the flow served for the backlog (as `make run` bootstraps one). In one run:
 
 1. broker floor: produce -> consume through the same broker, no flow, with the load generator's
-   producer settings and the flows' consumer settings;
+   producer settings and the consumer settings of the decisions' consumer below (one consumer of every
+   partition: `Settings.kafka_consumer_tuning`);
 2. live sweep (exact mode, then live mode at 1k and 2k): transactions stamped with the current time at
    250 .. 10,000 tx/s, each rate on topics of its own with fresh flows after the same 2-day history, the
    load running 3 s before and 1 s after the measured window; event -> decision latency as a consumer

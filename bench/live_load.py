@@ -45,7 +45,8 @@ def _consumer(settings: Settings, topic: str, start=OFFSET_END) -> Consumer:
     consumer = Consumer(
         {
             **settings.kafka_config(),
-            **settings.kafka_consumer_tuning(),
+            # Like a downstream service's consumer of decisions: every partition of the topic on one.
+            **settings.kafka_consumer_tuning(partitions=settings.topic_partitions),
             "group.id": f"bench-{topic}",
             "enable.auto.commit": False,
         }
@@ -184,7 +185,7 @@ class DecisionWatch:
 
 
 def broker_floor(settings: Settings, topic: str, rate: float, seconds: float) -> tuple[float, float, float]:
-    """Produce to `topic` at `rate` and consume it with the flows' client settings: latency percentiles (ms)."""
+    """Produce to `topic` at `rate` and consume it as `DecisionWatch` does: latency percentiles (ms)."""
     consumer = _consumer(settings, topic)
     time.sleep(1.0)  # let the assignment settle before the first message
     producer = _producer(settings)

@@ -119,13 +119,15 @@ def test_metrics_ports_are_shared_out_to_processes_of_one_host_and_a_taken_port_
     assert serve_metrics(9999, "/tmp") == 4321  # the caller's choice wins
 
 
-def test_kafka_clients_pace_fetches_and_resend_lost_requests_on_the_embedded_broker_only():
+def test_kafka_clients_pace_one_partition_fetches_and_resend_lost_requests_on_the_embedded_broker_only():
     local = Settings(_env_file=None)
     assert local.kafka_consumer_tuning() == {
         "fetch.wait.max.ms": "20",
         "queued.min.messages": "1",
         "fetch.queue.backoff.ms": "20",
     }
+    # A consumer of several partitions is not paced: its partitions would fall out of step.
+    assert local.kafka_consumer_tuning(partitions=4) == {"fetch.wait.max.ms": "20"}
     assert local.kafka_mirror_consumer_tuning()["fetch.queue.backoff.ms"] == "300"
     assert local.kafka_config()["socket.timeout.ms"] == "10000"
     remote = Settings(_env_file=None, kafka_bootstrap="kafka-0:9092")
