@@ -39,6 +39,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from flow_report import plot_latency, print_balance, report_row
 from live_load import DecisionWatch, LiveLoad, broker_floor, collector_paused
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -275,42 +276,10 @@ def _sweep(base: Settings, mode: str, rates, seconds: float, customers: int) -> 
             kept_up=ok and took < (WARMUP_S + seconds + TAIL_S) * 1.1,
         )
         rows.append(report)
-        print(_row(report), flush=True)
+        print(report_row(report), flush=True)
         if not report["kept_up"] or report["e2e"][1] > 2000:
             break
     return rows
-
-
-def _row(r: dict) -> str:
-    e, f, st = r["e2e"], r["flow"], r["stages"]
-    per = " ".join(f"{k} {v[0]:.1f}/{v[1]:.1f}" for k, v in st.items())
-    return (
-        f"  {r['rate']:>6,} tx/s  n={r['n']:>7,}  e2e p50/p99/p99.9 {e[0]:7.1f}/{e[1]:7.1f}/{e[2]:7.1f} ms  "
-        f"flow {f[0]:6.1f}/{f[1]:6.1f}/{f[2]:6.1f} ms  stages p50/p99: {per}  degraded {r['degraded']}"
-        f"{'' if r['kept_up'] else '  (fell behind)'}"
-    )
-
-
-def _plot(rows_exact: list[dict], rows_live: list[dict], floor, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for rows, name, style in ((rows_exact, "exact", "-o"), (rows_live, "live", "--s")):
-        if rows:
-            ax.plot([r["rate"] for r in rows], [r["e2e"][1] for r in rows], style, label=f"{name} p99")
-            ax.plot(
-                [r["rate"] for r in rows], [r["e2e"][0] for r in rows], style, alpha=0.5, label=f"{name} p50"
-            )
-    ax.axhline(floor[1], color="grey", ls=":", label="broker floor p99")
-    ax.axhline(100, color="red", ls=":", label="budget 100 ms")
-    ax.set(xscale="log", yscale="log", xlabel="offered rate (tx/s)", ylabel="event -> decision (ms)")
-    ax.set_title(f"streamguard fraud flow, {platform.node()} ({os.cpu_count()} cores)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 def main() -> None:
@@ -363,7 +332,7 @@ def main() -> None:
                 sweeps[mode] = _sweep(base, mode, rates, args.seconds, args.customers)
 
             if args.no_backlogs:
-                _plot(sweeps["exact"], sweeps.get("live", []), floor, args.out)
+                plot_latency(sweeps["exact"], sweeps.get("live", []), floor, args.out)
                 print(f"latency vs rate: {args.out} (backlogs skipped: --no-backlogs)", flush=True)
                 return
             print("backlogs (recovery off, model scoring every transaction):", flush=True)
@@ -374,18 +343,18 @@ def main() -> None:
                 f"  fraud flow alone, 2 processes x 1 worker:    {two:,.0f} tx/s ({two / alone:.2f}x)",
                 flush=True,
             )
-            _print_balance(balance_two)
+            print_balance(balance_two)
             w2, balance = _backlog(stack, base, data, "w2", workers=2)
             print(
                 f"  fraud flow alone, 1 process x 2 workers:     {w2:,.0f} tx/s ({w2 / alone:.2f}x)",
                 flush=True,
             )
-            _print_balance(balance)
+            print_balance(balance)
             e2e, _ = _backlog(stack, base, data, "e2e", mirror_too=True)
             print(f"  end to end with the mirror, 1 process:      {e2e:,.0f} tx/s", flush=True)
 
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            _plot(sweeps["exact"], sweeps.get("live", []), floor, args.out)
+            plot_latency(sweeps["exact"], sweeps.get("live", []), floor, args.out)
             print(f"latency vs rate: {args.out}", flush=True)
             at_1k = next((r for r in sweeps["exact"] if r["rate"] == 1000), None)
             live_1k = next((r for r in sweeps["live"] if r["rate"] == 1000), None)
@@ -404,13 +373,6 @@ def main() -> None:
             )
         finally:
             stack.down()
-
-
-def _print_balance(balance: dict[str, dict[str, float]]) -> None:
-    for step, per in balance.items():
-        values = list(per.values())
-        spread = max(values) / (sum(values) / len(values)) if values and sum(values) else float("nan")
-        print(f"    {step}: per worker {per} (max/mean {spread:.2f})", flush=True)
 
 
 def _exit_on_term(signum, frame) -> None:

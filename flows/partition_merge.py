@@ -10,7 +10,7 @@ what each partition holds:
   their Kafka order; one that arrives out of order is placed at its partition's current time;
 - it is released once no transaction still to come can sort before it: every partition has read up to
   a key that is not below it (the readers' progress reaches every worker with every read), or is idle
-  (its reader found nothing more at the broker for a while; see `IdleWatch`). When every partition has
+  (its reader found nothing more at the broker for a while; see `flows.idle_watch`). When every partition has
   paused, the first to resume does not run ahead: all are presumed active again until each reader says
   otherwise (readers repeat their idle status every idle time).
 

@@ -17,6 +17,7 @@ Idleness is decided here, where it is known: a partition whose polls found nothi
 records at the broker are all read (its end offset, as Kafka Streams does since KIP-695), reports itself
 idle; one whose records wait at the broker but do not come reports idle only after `stall`, warned, and
 meanwhile is read on through a new consumer (a fetch the broker never answered blocks its connection).
+The rule is `flows.idle_watch.IdleWatch`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -34,6 +34,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from flows import metrics
 from flows.card_features import CardFeatures
+from flows.idle_watch import IdleWatch
 from flows.recent_ids import RecentIds, fingerprint
 from flows.txn_rows import TxnRows
 from streamguard.core.events import (
@@ -73,58 +74,6 @@ class ReadBatch:
     dead: list[DeadLetter] = field(default_factory=list)
     late: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
-
-
-class IdleWatch:
-    """Decide when a partition is idle: nothing read for `idle`, and nothing unread at the broker."""
-
-    def __init__(self, idle: timedelta, stall: timedelta, unread: Callable[[], bool | None]) -> None:
-        self.idle_s = idle.total_seconds()
-        self.stall_s = stall.total_seconds()
-        self._unread = unread
-        self._empty_since: float | None = None
-        self._next_check = 0.0
-        self._announced = 0.0
-        self.idle = False
-        self.stalled = False
-
-    def read(self, got_records: bool, now: float) -> bool:
-        """Note one poll's outcome; return True when the idle status should be sent: when it changed, and
-        every `idle` while idle (after every partition paused, the order presumes all active again until
-        each says otherwise: `flows.partition_merge`)."""
-        if got_records:
-            self._empty_since = None
-            changed = self.idle
-            self.idle = self.stalled = False
-            return changed
-        if self.idle:
-            if now - self._announced >= self.idle_s:
-                self._announced = now
-                # Asked only to notice records that wait with none coming (the reader then reads on through
-                # a new consumer); the status stays idle until a record comes.
-                self._unread()
-                return True
-            return False
-        if self._empty_since is None:
-            self._empty_since = now
-            return False
-        quiet_for = now - self._empty_since
-        if quiet_for < self.idle_s or now < self._next_check:
-            return False
-        unread = self._unread()
-        if unread:
-            if quiet_for < self.stall_s:
-                self._next_check = now + self.idle_s / 10
-                return False
-            self.stalled = True
-            log.warning(
-                "partition has unread records at the broker but delivered nothing for %.0f s; the event-time "
-                "order stops waiting for it (STREAMGUARD_PARTITION_STALL_S)",
-                quiet_for,
-            )
-        self.idle = True
-        self._announced = now
-        return True
 
 
 class PartitionReader(StatefulSourcePartition[ReadBatch, dict]):

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from kafka_messages import Consumer, Message, txn
 
-from flows.transaction_source import IdleWatch, PartitionReader
+from flows.idle_watch import IdleWatch
+from flows.transaction_source import PartitionReader
 from flows.txn_rows import COLUMN
 from streamguard.core.events import to_epoch_us
 from streamguard.core.features import CUSTOMER_WINDOWS
